@@ -1,0 +1,43 @@
+"""What a data set promises about its samples, so that models can be built and inputs checked from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+
+Inputs = dict[str, Tensor]
+"""A batch of inputs: modality name -> tensor of shape (batch, *ModalitySpec.shape)."""
+
+Batch = tuple[Inputs, Tensor]
+"""(inputs, target): the TorchMultimodal convention used by every loader and model."""
+
+ModalityKind = Literal["vector", "image", "sequence"]
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Per-sample shape of one modality.
+
+    vector: (features,); image: (channels, height, width); sequence: (time, features).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: ModalityKind
+
+    def describe(self) -> str:
+        return f"{self.kind} {tuple(self.shape)}"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the target is: a real-valued score (regression) or one of `num_classes` labels."""
+
+    kind: Literal["regression", "classification"]
+    num_classes: int = 0
+
+    @property
+    def output_dim(self) -> int:
+        return 1 if self.kind == "regression" else self.num_classes
