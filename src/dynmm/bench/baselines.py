@@ -1,0 +1,158 @@
+"""Static fusion baselines: train every unimodal and static fusion model over several seeds, aggregate.
+
+The spec file (configs/baselines.yaml) names, per data set, a base run config and the overrides that make each
+model. Each (model, seed) is an ordinary run under runs/baselines[-quick]/, so a restarted benchmark reuses
+finished runs whose saved configuration is identical.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from dynmm.config import RunConfig, deep_merge, dump_config, from_dict, load_yaml
+from dynmm.errors import ConfigError
+from dynmm.io import atomic_write_json, atomic_write_text
+from dynmm.train.run import CONFIG_FILE, METRICS_FILE, run_directory, train_run
+
+HEADLINE = {"mosi": ["acc2", "acc2_nonzero", "acc7", "mae", "corr"], "avdigits": ["accuracy", "macro_f1"]}
+
+
+def baseline_configs(spec_path: Path, dataset: str, seeds: int, quick: bool) -> dict[str, list[RunConfig]]:
+    """Model label -> one RunConfig per seed, from the spec's base config and per-model overrides."""
+    spec = load_yaml(spec_path)
+    if dataset not in spec:
+        raise ConfigError(f"{spec_path} has no entry for data set {dataset!r}; it has {sorted(spec)}")
+    entry = spec[dataset]
+    base = load_yaml(entry["base"])
+    if quick:
+        base = deep_merge(base, entry.get("quick", {}))
+    models: dict[str, Any] = entry["models"]
+    labels = entry.get("quick_models", list(models)) if quick else list(models)
+    root = "runs/baselines-quick" if quick else "runs/baselines"
+    configs: dict[str, list[RunConfig]] = {}
+    for label in labels:
+        if label not in models:
+            raise ConfigError(f"{spec_path}: {dataset}.quick_models names unknown model {label!r}")
+        raw = deep_merge(base, models[label] or {})
+        configs[label] = [
+            from_dict(
+                RunConfig,
+                deep_merge(
+                    raw,
+                    {
+                        "name": f"{dataset}_{label}_seed{seed}",
+                        "seed": seed,
+                        "output_dir": root,
+                        "train": {"progress_bar": False},
+                    },
+                ),
+            )
+            for seed in range(seeds)
+        ]
+    return configs
+
+
+def run_or_reuse(config: RunConfig) -> dict[str, Any]:
+    """Train, or reuse a finished run whose saved configuration is the same (so restarts skip done work)."""
+    import json
+
+    run_dir = run_directory(config)
+    if (run_dir / METRICS_FILE).is_file():
+        if (run_dir / CONFIG_FILE).read_text() == dump_config(config):
+            return json.loads((run_dir / METRICS_FILE).read_text())
+        raise ConfigError(f"{run_dir} holds a finished run with another configuration; move it away first")
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return train_run(config, resume=True).metrics
+    if run_dir.exists():  # created but killed before its first checkpoint: nothing worth keeping
+        for path in sorted(run_dir.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+    return train_run(config).metrics
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
+
+
+def aggregate(config: RunConfig, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "fusion": config.model.fusion,
+        "modalities": config.model.modalities or "all",
+        "test": {k: _summary([r["test"][k] for r in runs]) for k in runs[0]["test"]},
+        "valid": {k: _summary([r["valid"][k] for r in runs]) for k in runs[0]["valid"]},
+        "madds_per_sample": runs[0]["madds_per_sample"],
+        "madds_by_part": runs[0]["madds_by_part"],
+        "params": runs[0]["params"],
+        "train_time_s": _summary([r["train_time_s"] for r in runs]),
+        "epochs": [r["epochs"] for r in runs],
+    }
+
+
+def run_baselines(
+    spec_path: Path, datasets: list[str], seeds: int, quick: bool, output: Path
+) -> dict[str, Any]:
+    plans = {d: baseline_configs(spec_path, d, seeds, quick) for d in datasets}
+    total = sum(len(runs) for plan in plans.values() for runs in plan.values())
+    results: dict[str, Any] = {
+        "seeds": seeds,
+        "quick": quick,
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} · {torch.get_num_threads()} torch threads",
+        "datasets": {},
+    }
+    with tqdm(total=total, desc="baselines", unit="run") as progress:
+        for dataset, plan in plans.items():
+            models: dict[str, Any] = {}
+            for label, configs in plan.items():
+                runs = []
+                for config in configs:
+                    progress.set_postfix_str(config.name)
+                    runs.append(run_or_reuse(config))
+                    progress.update()
+                models[label] = aggregate(configs[0], runs)
+            results["datasets"][dataset] = models
+            atomic_write_json(output, results)  # partial results survive an interruption
+    atomic_write_json(output, results)
+    atomic_write_text(output.with_suffix(".md"), markdown_table(results))
+    return results
+
+
+def table_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per (data set, model): headline test metrics as mean ± std, MAdds, params, train time."""
+    rows = []
+    for dataset, models in results["datasets"].items():
+        for label, entry in models.items():
+            metrics = " · ".join(
+                f"{k} {entry['test'][k]['mean']:.3f}±{entry['test'][k]['std']:.3f}"
+                for k in HEADLINE.get(dataset, list(entry["test"]))
+            )
+            rows.append(
+                {
+                    "data": dataset,
+                    "model": label,
+                    "test metrics (mean±std over seeds)": metrics,
+                    "MAdds/sample": f"{entry['madds_per_sample']:,}",
+                    "params": f"{entry['params']:,}",
+                    "train s": f"{entry['train_time_s']['mean']:.1f}",
+                }
+            )
+    return rows
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    rows = table_rows(results)
+    if not rows:
+        return ""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

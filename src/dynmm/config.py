@@ -1,0 +1,207 @@
+"""Run configuration: typed dataclasses, loaded strictly from YAML plus `--key=value` overrides.
+
+Why strict: a typo such as `max_epoch: 50` must fail loudly with the key's full path and a suggestion, never be
+ignored so that a run silently trains with the default. The resolved configuration is written next to every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from dynmm.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which data set, with which loader options, in which batches."""
+
+    name: str = "mosi"
+    batch_size: int = 64
+    num_workers: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """A static fusion model: one encoder per modality, a fusion from the zoo, a prediction head.
+
+    `encoders` maps a modality name (or `default`, applied to every modality) to encoder options such as
+    `{kind: mlp, hidden: [128], dropout: 0.2}`; per-modality entries override `default` key by key.
+    """
+
+    fusion: str = "concat"
+    modalities: list[str] | None = None
+    embed_dim: int = 64
+    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+    head_hidden: list[int] = field(default_factory=list)
+    head_dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and Lightning Trainer settings."""
+
+    max_epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    monitor: str | None = None
+    monitor_mode: str | None = None
+    early_stopping_patience: int | None = None
+    gradient_clip_val: float | None = None
+    accelerator: str = "cpu"
+    devices: int = 1
+    deterministic: bool = True
+    progress_bar: bool = True
+    limit_train_batches: float | None = None
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; written resolved to runs/<name>/config.yaml."""
+
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], raw: Any, path: str = "") -> T:
+    """Build dataclass `cls` from a plain dict, refusing unknown keys and values of the wrong type."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {path or '<root>'!r} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in known:
+            full = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {full!r}{hint}; valid keys here: {sorted(known)}")
+    values = {}
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else key
+        values[key] = _coerce(hints[key], value, full)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)  # type: ignore[arg-type]
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"config key {path!r}: {value!r} fits no type of {tp}")
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {path!r} expects a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {path!r} expects a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _coerce(item, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"config key {path!r} expects {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn `--train.max_epochs=3 --model.fusion tfn` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    i = 0
+    while i < len(overrides):
+        token = overrides[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"override {token!r} must look like --section.key=value")
+        key, sep, text = token[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(overrides):
+                raise ConfigError(f"override {token!r} has no value; write --{key}=VALUE")
+            i += 1
+            text = overrides[i]
+        value = yaml.safe_load(text) if text != "" else ""
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {token!r} conflicts with an earlier override of {part!r}")
+        node[parts[-1]] = value
+        i += 1
+    return nested
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config, apply `--key=value` overrides, and validate every key and type."""
+    raw = load_yaml(path) if path is not None else {}
+    raw = deep_merge(raw, parse_overrides(overrides or []))
+    return from_dict(RunConfig, raw)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,82 @@
+"""Task metrics built from torchmetrics.
+
+Affect (MOSI) metrics follow MultiBench: binary accuracy in two variants, 7-class accuracy, MAE and Pearson
+correlation on the continuous sentiment score. Classification: accuracy and macro-F1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import MeanAbsoluteError, Metric, MetricCollection, PearsonCorrCoef
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score
+
+from dynmm.specs import TaskSpec
+
+IGNORE = -1
+
+
+class SentimentBinaryAccuracy(BinaryAccuracy):
+    """Binary accuracy on a continuous sentiment score.
+
+    `exclude_zero=False`: negative (< 0) vs non-negative (>= 0), the data set's own `label_bin` convention.
+    `exclude_zero=True`: the "non-zero" variant common in MOSI papers: utterances labelled exactly 0 are dropped
+    and positive means > 0.
+    """
+
+    def __init__(self, exclude_zero: bool = False) -> None:
+        super().__init__(ignore_index=IGNORE)
+        self.exclude_zero = exclude_zero
+
+    def update(self, preds: Tensor, target: Tensor) -> None:  # type: ignore[override]
+        if self.exclude_zero:
+            positive_pred = preds > 0
+            positive_true = torch.where(target == 0, IGNORE, (target > 0).long())
+        else:
+            positive_pred = preds >= 0
+            positive_true = (target >= 0).long()
+        super().update(positive_pred.long(), positive_true)
+
+
+class SentimentSevenClassAccuracy(MulticlassAccuracy):
+    """Accuracy after rounding the score, clipped to [-3, 3], to the 7 integer classes."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=7, average="micro")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:  # type: ignore[override]
+        def to_class(x: Tensor) -> Tensor:
+            return (torch.round(x.clamp(-3, 3)) + 3).long()
+
+        super().update(to_class(preds), to_class(target))
+
+
+def affect_metrics() -> MetricCollection:
+    metrics: dict[str, Metric] = {
+        "acc2": SentimentBinaryAccuracy(exclude_zero=False),
+        "acc2_nonzero": SentimentBinaryAccuracy(exclude_zero=True),
+        "acc7": SentimentSevenClassAccuracy(),
+        "mae": MeanAbsoluteError(),
+        "corr": PearsonCorrCoef(),
+    }
+    return MetricCollection(metrics)  # type: ignore[arg-type]
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    metrics: dict[str, Metric] = {
+        "accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro"),
+        "macro_f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
+    }
+    return MetricCollection(metrics)  # type: ignore[arg-type]
+
+
+def build_metrics(task: TaskSpec) -> MetricCollection:
+    """Regression targets here are sentiment scores (MOSI), hence the affect metrics."""
+    if task.kind == "regression":
+        return affect_metrics()
+    return classification_metrics(task.num_classes)
+
+
+def primary_metric(task: TaskSpec) -> tuple[str, str]:
+    """(metric name, "max" or "min") used to pick the best checkpoint by default."""
+    return ("mae", "min") if task.kind == "regression" else ("accuracy", "max")
