@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from dynmm.config import ModelConfig
 from dynmm.errors import ConfigError
 from dynmm.nn.encoders import build_encoder
-from dynmm.nn.fusion import FUSIONS, build_fusion
+from dynmm.nn.fusion import build_fusion, fusion_class
 from dynmm.specs import Inputs, ModalitySpec, TaskSpec
 from dynmm.validation import check_inputs
 
@@ -94,9 +94,7 @@ def build_static_model(config: ModelConfig, specs: dict[str, ModalitySpec], task
             options.setdefault("out_dim", config.embed_dim)
         encoders[name] = build_encoder(specs[name], options)
     in_dims = {name: int(encoders[name].out_dim) for name in modalities}
-    if config.fusion not in FUSIONS:
-        build_fusion(config.fusion, in_dims, 1)  # raises the registry's error, with suggestions
-    predicts = bool(getattr(FUSIONS[config.fusion], "produces_predictions", False))
+    predicts = fusion_class(config.fusion).produces_predictions
     fusion_out = task.output_dim if predicts else config.embed_dim
     fusion = build_fusion(config.fusion, in_dims, fusion_out, **config.fusion_options)
     head: nn.Module = (
