@@ -44,7 +44,9 @@ def check_inputs(
         if not isinstance(x, Tensor):
             raise InputError(f"{where}: modality {name!r} must be a torch.Tensor, got {type(x).__name__}")
         if not torch.is_floating_point(x):
-            raise InputError(f"{where}: modality {name!r} must be a floating-point tensor, got dtype {x.dtype}")
+            raise InputError(
+                f"{where}: modality {name!r} must be a floating-point tensor, got dtype {x.dtype}"
+            )
         expected = tuple(spec.shape)
         if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise InputError(

@@ -33,7 +33,11 @@ class StaticFusionModel(nn.Module):
     """
 
     def __init__(
-        self, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module, specs: dict[str, ModalitySpec]
+        self,
+        encoders: dict[str, nn.Module],
+        fusion: nn.Module,
+        head: nn.Module,
+        specs: dict[str, ModalitySpec],
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict({name: encoders[name] for name in sorted(encoders)})
@@ -52,10 +56,16 @@ class StaticFusionModel(nn.Module):
 
 
 def encoder_options(config: ModelConfig, modality: str) -> dict[str, Any]:
-    """`encoders.default` overridden key by key by `encoders.<modality>`."""
-    merged = dict(config.encoders.get("default", {}))
-    merged.update(config.encoders.get(modality, {}))
-    return merged
+    """`encoders.default` overridden key by key by `encoders.<modality>`.
+
+    A modality entry that names another `kind` replaces the default entirely: options of one encoder kind
+    (e.g. an MLP's `hidden`) mean nothing to another.
+    """
+    default = dict(config.encoders.get("default", {}))
+    own = config.encoders.get(modality, {})
+    if "kind" in own and own["kind"] != default.get("kind"):
+        return dict(own)
+    return default | own
 
 
 def select_modalities(config: ModelConfig, specs: dict[str, ModalitySpec]) -> list[str]:
@@ -65,11 +75,9 @@ def select_modalities(config: ModelConfig, specs: dict[str, ModalitySpec]) -> li
         raise ConfigError(f"model.modalities: unknown modality {unknown}; the data set has {sorted(specs)}")
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"model.modalities lists a modality twice: {chosen}")
-    stray = [k for k in config.encoders if k != "default" and k not in chosen]
+    stray = [k for k in config.encoders if k != "default" and k not in specs]
     if stray:
-        raise ConfigError(
-            f"model.encoders has options for {stray}, which the model does not use; it uses {chosen}"
-        )
+        raise ConfigError(f"model.encoders has options for {stray}, which the data set lacks; it has {sorted(specs)}")
     return chosen
 
 
@@ -84,7 +92,9 @@ def build_head(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> 
     return nn.Sequential(*layers)
 
 
-def build_static_model(config: ModelConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> StaticFusionModel:
+def build_static_model(
+    config: ModelConfig, specs: dict[str, ModalitySpec], task: TaskSpec
+) -> StaticFusionModel:
     """Build the model a `ModelConfig` describes for a data set with these modality specs and task."""
     modalities = select_modalities(config, specs)
     encoders: dict[str, nn.Module] = {}

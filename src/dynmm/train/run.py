@@ -57,7 +57,9 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
         previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
         changed = _changed_keys(previous, to_dict(config), allowed={"train.max_epochs", "train.progress_bar"})
         if changed:
-            raise ConfigError(f"--resume with a different configuration ({', '.join(changed)}); start a new run")
+            raise ConfigError(
+                f"--resume with a different configuration ({', '.join(changed)}); start a new run"
+            )
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"run directory {run_dir} already exists; continue it with --resume or choose another --name"
@@ -93,7 +95,9 @@ def _monitor(config: RunConfig, task: TaskSpec) -> tuple[str, str]:
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     """Train the configured model, keep the best checkpoint by the monitored metric, export and evaluate it."""
     if config.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer: unknown {config.train.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
+        raise ConfigError(
+            f"train.optimizer: unknown {config.train.optimizer!r}; choose from {sorted(OPTIMIZERS)}"
+        )
     run_dir = _prepare_run_dir(config, resume)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = MultimodalDataModule(
@@ -149,9 +153,7 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
         "best_checkpoint": Path(best).name,
         "monitor": monitor,
     }
-    export_model(
-        run_dir, model, config.model, config.data, info.modalities, info.task, {"metrics": metrics}
-    )
+    export_model(run_dir, model, config.model, config.data, info.modalities, info.task, {"metrics": metrics})
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return RunResult(run_dir, metrics)
 
