@@ -10,6 +10,8 @@ Layout of a run directory:
 
 from __future__ import annotations
 
+import dataclasses
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +128,7 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
         devices=config.train.devices,
         deterministic=config.train.deterministic,
         callbacks=callbacks,
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        logger=CSVLogger(run_dir, name="logs"),  # version_N per (re)start: resuming never deletes logs
         enable_progress_bar=config.train.progress_bar,
         enable_model_summary=False,
         gradient_clip_val=config.train.gradient_clip_val,
@@ -153,7 +155,9 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
         "best_checkpoint": Path(best).name,
         "monitor": monitor,
     }
-    export_model(run_dir, model, config.model, config.data, info.modalities, info.task, {"metrics": metrics})
+    # The export records the data options actually used (e.g. a data seed filled in from the run seed).
+    data_config = dataclasses.replace(config.data, options=dict(data.options))
+    export_model(run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics})
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return RunResult(run_dir, metrics)
 
