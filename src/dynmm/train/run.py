@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import dataclasses
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,12 @@ def _monitor(config: RunConfig, task: TaskSpec) -> tuple[str, str]:
     return monitor, mode
 
 
+def _quiet_lightning() -> None:
+    """Drop Lightning's start-up chatter (accelerator lines, tips); warnings and errors still show."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     """Train the configured model, keep the best checkpoint by the monitored metric, export and evaluate it."""
     if config.train.optimizer not in OPTIMIZERS:
@@ -101,6 +109,7 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
             f"train.optimizer: unknown {config.train.optimizer!r}; choose from {sorted(OPTIMIZERS)}"
         )
     run_dir = _prepare_run_dir(config, resume)
+    _quiet_lightning()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = MultimodalDataModule(
         config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
