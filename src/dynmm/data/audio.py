@@ -50,9 +50,7 @@ def mel_filterbank(
 
 
 @lru_cache(maxsize=16)
-def _cached_filterbank(
-    n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float | None
-) -> Tensor:
+def _cached_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float | None) -> Tensor:
     return mel_filterbank(n_freqs, n_mels, sample_rate, f_min, f_max)
 
 

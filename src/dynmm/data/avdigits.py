@@ -46,13 +46,20 @@ class AVDigitsOptions:
     test_size: int = 10_000
     hard_image_fraction: float = 0.5
     image_pca_components: int = 8
-    image_noise_std: float = 0.3
+    image_noise_std: float = 0.5
     noisy_audio_fraction: float = 0.5
-    audio_snr_db: float = -5.0
+    audio_snr_db: float = -8.0
     clip_samples: int = SAMPLE_RATE
     n_mels: int = 40
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            wanted = (int,) if f.type == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ConfigError(f"avdigits option {f.name} must be {f.type}, got {value!r}")
+            if f.type == "float":
+                object.__setattr__(self, f.name, float(value))
         for name in (
             "train_size",
             "valid_size",
@@ -69,9 +76,7 @@ class AVDigitsOptions:
         if self.image_noise_std < 0:
             raise ConfigError(f"avdigits option image_noise_std must be >= 0, got {self.image_noise_std}")
         if self.image_pca_components > 28 * 28:
-            raise ConfigError(
-                f"avdigits option image_pca_components must be <= 784, got {self.image_pca_components}"
-            )
+            raise ConfigError(f"avdigits option image_pca_components must be <= 784, got {self.image_pca_components}")
 
 
 def avdigits_options(**options: object) -> AVDigitsOptions:
@@ -103,16 +108,23 @@ def pair_recordings(
     return out
 
 
+def _read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cached arrays are shared between loads, so nobody may change them in place."""
+    for array in arrays.values():
+        array.flags.writeable = False
+    return arrays
+
+
 @lru_cache(maxsize=1)
 def _load_mnist(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        return _read_only({k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")})
 
 
 @lru_cache(maxsize=1)
 def _load_fsdd(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
-        fsdd = {k: npz[k] for k in ("audio", "offsets", "digit", "index", "sample_rate")}
+        fsdd = _read_only({k: npz[k] for k in ("audio", "offsets", "digit", "index", "sample_rate")})
     if int(fsdd["sample_rate"]) != SAMPLE_RATE:
         raise DataError(f"{path}: expected {SAMPLE_RATE} Hz recordings, got {int(fsdd['sample_rate'])}")
     return fsdd
@@ -135,9 +147,7 @@ def _recordings(path: str, clip_samples: int) -> tuple[Tensor, Tensor]:
 
 def _log_mels(waves: Tensor, n_mels: int) -> Tensor:
     """(N, samples) -> (N, n_mels, frames), in chunks to bound memory."""
-    parts = [
-        log_mel_spectrogram(chunk, SAMPLE_RATE, N_FFT, HOP_LENGTH, n_mels) for chunk in waves.split(_CHUNK)
-    ]
+    parts = [log_mel_spectrogram(chunk, SAMPLE_RATE, N_FFT, HOP_LENGTH, n_mels) for chunk in waves.split(_CHUNK)]
     return torch.cat(parts) if parts else torch.empty(0, n_mels, num_frames(waves.shape[-1], HOP_LENGTH))
 
 
@@ -176,9 +186,7 @@ def _degrade(images: np.ndarray, mean: np.ndarray, comps: np.ndarray, noise_std:
     return np.clip(noisy, 0.0, 1.0).reshape(images.shape).astype(np.float32)
 
 
-def _split_rows(
-    seed: int, opts: AVDigitsOptions, n_train_pool: int, n_test_pool: int
-) -> dict[str, np.ndarray]:
+def _split_rows(seed: int, opts: AVDigitsOptions, n_train_pool: int, n_test_pool: int) -> dict[str, np.ndarray]:
     """MNIST rows of each split: valid is a fixed seeded tail of a permutation, train a prefix of the rest."""
     if opts.train_size + opts.valid_size > n_train_pool:
         raise ConfigError(
@@ -198,6 +206,16 @@ def _split_rows(
     }
 
 
+def _noisy_log_mels(
+    clips: Tensor, power: Tensor, recordings: np.ndarray, snr_db: float, n_mels: int, rng: np.random.Generator
+) -> Tensor:
+    """Log-mels of the given recordings with fresh white noise at `snr_db` against each recording's speech."""
+    rec = torch.from_numpy(recordings)
+    std = torch.sqrt(power[rec] / 10.0 ** (snr_db / 10.0))
+    noise = torch.from_numpy(rng.standard_normal((len(rec), clips.shape[1]), np.float32))
+    return _log_mels(clips[rec] + std[:, None] * noise, n_mels)
+
+
 def load_avdigits(seed: int = 0, **options: object) -> dict[str, MultimodalDataset]:
     """Train/valid/test AV digits: inputs `image` (1, 28, 28) in [0, 1] and `audio` (1, n_mels, frames),
     the log-mel spectrogram standardised per mel bin with train statistics; target = digit (int64).
@@ -206,66 +224,50 @@ def load_avdigits(seed: int = 0, **options: object) -> dict[str, MultimodalDatas
     bundled files). Options: see AVDigitsOptions.
     """
     opts = avdigits_options(**options)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"avdigits seed must be an int, got {seed!r}")
     mnist = _load_mnist(str(data_file(*MNIST_FILE)))
     fsdd_path = str(data_file(*FSDD_FILE))
     fsdd = _load_fsdd(fsdd_path)
     clips, power = _recordings(fsdd_path, opts.clip_samples)
     clean_mels = _clean_log_mels(fsdd_path, opts.clip_samples, opts.n_mels)
-
-    pools = {"train": ("x_train", "y_train"), "valid": ("x_train", "y_train"), "test": ("x_test", "y_test")}
     pairs = {
-        pool: pair_recordings(mnist[labels], fsdd["digit"], fsdd["index"], pool, seed)
-        for pool, labels in (("train", "y_train"), ("test", "y_test"))
+        pool: pair_recordings(mnist[f"y_{pool}"], fsdd["digit"], fsdd["index"], pool, seed)
+        for pool in ("train", "test")
     }
     rows = _split_rows(seed, opts, len(mnist["y_train"]), len(mnist["y_test"]))
-    train_images = mnist["x_train"][rows["train"]].astype(np.float64) / 255.0
-    pca_mean, pca_comps = _fit_pca(train_images, opts.image_pca_components)
+    pca_mean, pca_comps = _fit_pca(mnist["x_train"][rows["train"]] / 255.0, opts.image_pca_components)
 
-    built: dict[str, dict[str, Tensor]] = {}
-    for split, (images_key, labels_key) in pools.items():
-        sid = _SPLIT_IDS[split]
+    out: dict[str, MultimodalDataset] = {}
+    for split, sid in _SPLIT_IDS.items():
+        pool = "test" if split == "test" else "train"
         r = rows[split]
-        n = len(r)
-        recording = pairs["test" if split == "test" else "train"][r]
-        hard = _choose(n, opts.hard_image_fraction, _rng(seed, _HARD_IMAGE, sid))
-        noisy = _choose(n, opts.noisy_audio_fraction, _rng(seed, _NOISY_AUDIO, sid))
+        recording = pairs[pool][r]
+        hard = _choose(len(r), opts.hard_image_fraction, _rng(seed, _HARD_IMAGE, sid))
+        noisy = _choose(len(r), opts.noisy_audio_fraction, _rng(seed, _NOISY_AUDIO, sid))
 
-        images = mnist[images_key][r].astype(np.float32) / 255.0
+        images = mnist[f"x_{pool}"][r].astype(np.float32) / 255.0
         if hard.any():
-            images[hard] = _degrade(
-                images[hard], pca_mean, pca_comps, opts.image_noise_std, _rng(seed, _IMAGE_NOISE, sid)
-            )
-
-        mels = clean_mels[torch.from_numpy(recording)]
+            noise_rng = _rng(seed, _IMAGE_NOISE, sid)
+            images[hard] = _degrade(images[hard], pca_mean, pca_comps, opts.image_noise_std, noise_rng)
+        mels = clean_mels[torch.from_numpy(recording)]  # a copy: the cache stays clean
         if noisy.any():
-            noisy_rec = torch.from_numpy(recording[noisy])
-            std = torch.sqrt(power[noisy_rec] / 10.0 ** (opts.audio_snr_db / 10.0))
-            noise = _rng(seed, _AUDIO_NOISE, sid).standard_normal(
-                (len(noisy_rec), opts.clip_samples), np.float32
+            noise_rng = _rng(seed, _AUDIO_NOISE, sid)
+            mels[torch.from_numpy(noisy)] = _noisy_log_mels(
+                clips, power, recording[noisy], opts.audio_snr_db, opts.n_mels, noise_rng
             )
-            waves = clips[noisy_rec] + std[:, None] * torch.from_numpy(noise)
-            mels[torch.from_numpy(noisy)] = _log_mels(waves, opts.n_mels)
-
-        built[split] = {
-            "image": torch.from_numpy(images).unsqueeze(1),
-            "audio": mels.unsqueeze(1),
-            "target": torch.from_numpy(mnist[labels_key][r].astype(np.int64)),
-            "image_hard": torch.from_numpy(hard),
-            "audio_noisy": torch.from_numpy(noisy),
-            "mnist_index": torch.from_numpy(r.astype(np.int64)),
-            "fsdd_index": torch.from_numpy(recording),
-        }
-
-    mean = built["train"]["audio"].mean(dim=(0, 1, 3), keepdim=True)
-    std = built["train"]["audio"].std(dim=(0, 1, 3), keepdim=True).clamp_min(1e-6)
-    out = {}
-    for split, b in built.items():
         out[split] = MultimodalDataset(
-            {"image": b["image"], "audio": (b["audio"] - mean) / std},
-            b["target"],
-            flags={"image_hard": b["image_hard"], "audio_noisy": b["audio_noisy"]},
-            meta={"mnist_index": b["mnist_index"], "fsdd_index": b["fsdd_index"]},
+            {"image": torch.from_numpy(images).unsqueeze(1), "audio": mels.unsqueeze(1)},
+            torch.from_numpy(mnist[f"y_{pool}"][r].astype(np.int64)),
+            flags={"image_hard": torch.from_numpy(hard), "audio_noisy": torch.from_numpy(noisy)},
+            meta={"mnist_index": torch.from_numpy(r.astype(np.int64)), "fsdd_index": torch.from_numpy(recording)},
         )
+
+    train_audio = out["train"].inputs["audio"]
+    mean = train_audio.mean(dim=(0, 1, 3), keepdim=True)
+    std = train_audio.std(dim=(0, 1, 3), keepdim=True).clamp_min(1e-6)
+    for ds in out.values():
+        ds.inputs["audio"].sub_(mean).div_(std)
     return out
 
 

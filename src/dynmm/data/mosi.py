@@ -20,6 +20,8 @@ SPLITS = ("train", "valid", "test")
 SPLIT_COLUMNS = ("split", "split_heldout")
 TASK = TaskSpec("regression")
 STD_FLOOR = 1e-6
+"""Train std below this marks a feature constant on train: it is centred but not scaled, because dividing by
+a tiny std would blow up the rows where it varies (e.g. `split_heldout` video: up to 1e5 on valid/test)."""
 
 
 def _check_split_column(split_column: str) -> None:
@@ -48,7 +50,8 @@ def load_mosi(split_column: str = "split") -> dict[str, MultimodalDataset]:
         x = arrays[key].astype(np.float64)
         if x.shape != (len(split), dim):
             raise DataError(f"MOSI {key} has shape {x.shape}, expected ({len(split)}, {dim})")
-        stats[key] = (x[train].mean(0), np.maximum(x[train].std(0), STD_FLOOR))
+        std = x[train].std(0)
+        stats[key] = (x[train].mean(0), np.where(std < STD_FLOOR, 1.0, std))
     for name in SPLITS:
         rows = split == name
         inputs = {

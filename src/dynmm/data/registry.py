@@ -1,0 +1,59 @@
+"""Data sets by name, so that configs and the CLI can ask for one with options and get clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+from dynmm.data.avdigits import AVDigitsOptions, avdigits_info, load_avdigits
+from dynmm.data.base import DatasetInfo, MultimodalDataset
+from dynmm.data.mosi import load_mosi, mosi_info
+from dynmm.errors import ConfigError
+
+Loader = Callable[..., dict[str, MultimodalDataset]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    loader: Loader
+    info: Callable[..., DatasetInfo]
+    options: tuple[str, ...]
+
+
+_ENTRIES: dict[str, _Entry] = {
+    "mosi": _Entry(load_mosi, mosi_info, ("split_column",)),
+    "avdigits": _Entry(load_avdigits, avdigits_info, ("seed", *(f.name for f in fields(AVDigitsOptions)))),
+}
+
+DATASETS: dict[str, Loader] = {name: entry.loader for name, entry in _ENTRIES.items()}
+"""Name -> loader returning {"train", "valid", "test"} MultimodalDatasets."""
+
+
+def _entry(name: str, options: Mapping[str, object]) -> _Entry:
+    if name not in _ENTRIES:
+        raise ConfigError(f"unknown data set {name!r}; known: {sorted(_ENTRIES)}")
+    entry = _ENTRIES[name]
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for data set {name!r}; accepted: {list(entry.options)}")
+    return entry
+
+
+def check_options(name: str, options: Mapping[str, object]) -> None:
+    """Raise ConfigError for an unknown data set name or option, before any data are read."""
+    _entry(name, options)
+
+
+def accepted_options(name: str) -> tuple[str, ...]:
+    """Option names `load_dataset(name, ...)` accepts."""
+    return _entry(name, {}).options
+
+
+def load_dataset(name: str, **options: object) -> dict[str, MultimodalDataset]:
+    """Load the train/valid/test splits of a registered data set."""
+    return _entry(name, options).loader(**options)
+
+
+def dataset_info(name: str, **options: object) -> DatasetInfo:
+    """Modalities, task and split sizes of a registered data set, without building its tensors."""
+    return _entry(name, options).info(**options)
