@@ -155,3 +155,25 @@ def test_gradients_reach_every_parameter():
         enc(batch(spec)).square().sum().backward()
         for name, p in enc.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_temporal_conv_reads_spectrogram_time_axis_and_sequences():
+    import torch
+
+    from dynmm.nn.encoders import build_encoder
+    from dynmm.specs import ModalitySpec
+
+    torch.manual_seed(0)
+    spec = ModalitySpec("audio", (1, 40, 101), "image")
+    encoder = build_encoder(spec, {"kind": "conv1d", "channels": [8, 8], "out_dim": 5}).eval()
+    x = torch.randn(3, 1, 40, 101)
+    assert encoder(x).shape == (3, 5)
+    # mels are channels: the first conv sees 40 input channels and slides over the 101 frames only
+    assert encoder.features[0].in_channels == 40
+    # shifting the sound in time by a multiple of the pooling stride barely changes a max-pooled embedding
+    # while scrambling the mel axis does: the encoder treats the two axes differently
+    shifted = torch.roll(x, shifts=2, dims=3)
+    scrambled = x[:, :, torch.randperm(40)]
+    assert (encoder(shifted) - encoder(x)).abs().mean() < (encoder(scrambled) - encoder(x)).abs().mean()
+    seq = build_encoder(ModalitySpec("text", (12, 7), "sequence"), {"kind": "conv1d", "out_dim": 4})
+    assert seq(torch.randn(2, 12, 7)).shape == (2, 4)

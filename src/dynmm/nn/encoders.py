@@ -93,6 +93,49 @@ class SmallCNNEncoder(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+class TemporalConvEncoder(nn.Module):
+    """1-D convolutions over time with every other axis as channels, global max pool, Linear to `out_dim`.
+
+    Why: for a log-mel spectrogram (1, mels, frames) the mel bins are features of each frame, not a spatial
+    axis; convolving over time with mels as channels learns far faster than a 2-D CNN with global pooling.
+    Also reads sequences (time, features).
+
+    Args:
+        in_channels: features per time step (mels × channels of a spectrogram, or a sequence's features).
+        channels: output channels of each stage; each stage but the last halves the time axis.
+        kernel_size: temporal kernel width (odd).
+        out_dim: embedding size.
+        dropout: dropout before the final Linear.
+        time_last: True for (batch, channels, features, time) inputs, False for (batch, time, features).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int] = (64, 64, 64),
+        kernel_size: int = 5,
+        out_dim: int = 64,
+        dropout: float = 0.0,
+        time_last: bool = True,
+    ) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        width = in_channels
+        for i, c in enumerate(channels):
+            stages += [nn.Conv1d(width, c, kernel_size, padding=kernel_size // 2), nn.BatchNorm1d(c), nn.ReLU()]
+            if i < len(channels) - 1:
+                stages.append(nn.MaxPool1d(2))
+            width = c
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out_dim))
+        self.time_last = time_last
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1, -2) if self.time_last else x.transpose(1, 2)
+        return self.head(self.features(x).amax(dim=2))
+
+
 class LSTMEncoder(nn.Module):
     """LSTM over (batch, time, features); the last layer's final hidden state(s) -> Linear to `out_dim`.
 
@@ -178,6 +221,14 @@ _KINDS: dict[str, _Kind] = {
     "identity": _Kind(IdentityEncoder, ("vector", "image", "sequence"), lambda s: {"spec": s}),
     "mlp": _Kind(MLPEncoder, ("vector", "image", "sequence"), lambda s: {"in_dim": math.prod(s.shape)}),
     "cnn": _Kind(SmallCNNEncoder, ("image",), lambda s: {"in_channels": s.shape[0]}),
+    "conv1d": _Kind(
+        TemporalConvEncoder,
+        ("image", "sequence"),
+        lambda s: {
+            "in_channels": math.prod(s.shape[:-1]) if s.kind == "image" else s.shape[-1],
+            "time_last": s.kind == "image",
+        },
+    ),
     "lstm": _Kind(LSTMEncoder, ("sequence",), lambda s: {"in_dim": s.shape[-1]}),
     "transformer": _Kind(
         TransformerEncoder,
