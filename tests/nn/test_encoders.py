@@ -66,10 +66,22 @@ def test_mlp_is_linear_relu_stack():
 def test_cnn_halves_resolution_per_stage_and_pools_globally():
     enc = SmallCNNEncoder(1, channels=[4, 8, 16], out_dim=5).eval()
     x = batch(SPECTROGRAM)
-    feats = enc.features(x)
+    feats = enc.features[:-1](x)  # the conv stages, before the adaptive pool
     assert feats.shape == (3, 16, 40 // 8, 101 // 8)
     expected = enc.head(feats.mean(dim=(2, 3)))
     torch.testing.assert_close(enc(x), expected)
+
+
+def test_cnn_pool_size_keeps_a_coarse_layout():
+    enc = SmallCNNEncoder(1, channels=[4, 8], out_dim=5, pool_size=2).eval()
+    x = torch.randn(3, 1, 28, 28)
+    feats = enc.features[:-1](x)  # (3, 8, 7, 7)
+    # adaptive average pooling 7 -> 2 averages rows/cols 0..3 and 3..6 (overlapping at 3)
+    quadrants = [
+        feats[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1 in ((0, 4), (3, 7)) for c0, c1 in ((0, 4), (3, 7))
+    ]
+    pooled = torch.stack(quadrants, dim=2)  # (3, 8, 4) in row-major order
+    torch.testing.assert_close(enc(x), enc.head(pooled.flatten(1)))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -64,20 +64,27 @@ class MLPEncoder(nn.Module):
 
 
 class SmallCNNEncoder(nn.Module):
-    """Stages of conv3x3 -> BatchNorm -> ReLU -> MaxPool(2), then global average pool and Linear to `out_dim`.
+    """Stages of conv3x3 -> BatchNorm -> ReLU -> MaxPool(2), adaptive average pool to `pool_size`², Linear.
 
-    The global pool makes it independent of the input's height and width, so the same class encodes 28x28
-    digits and 40 x ~101 log-mel spectrograms; a bigger network is just wider `channels`.
+    The adaptive pool makes it independent of the input's height and width, so the same class encodes 28x28
+    digits and 40 x ~101 log-mel spectrograms; `pool_size` > 1 keeps a coarse layout (where a digit's strokes
+    are), which a global average (`pool_size` = 1) throws away. A bigger network is just wider `channels`.
 
     Args:
         in_channels: channels of the input image.
         channels: output channels of each stage; each stage halves height and width.
         out_dim: embedding size.
         dropout: dropout before the final Linear.
+        pool_size: side of the pooled feature map fed to the Linear (1 = global average pool).
     """
 
     def __init__(
-        self, in_channels: int, channels: Sequence[int] = (16, 32), out_dim: int = 64, dropout: float = 0.0
+        self,
+        in_channels: int,
+        channels: Sequence[int] = (16, 32),
+        out_dim: int = 64,
+        dropout: float = 0.0,
+        pool_size: int = 1,
     ) -> None:
         super().__init__()
         stages: list[nn.Module] = []
@@ -85,12 +92,12 @@ class SmallCNNEncoder(nn.Module):
         for c in channels:
             stages += [nn.Conv2d(width, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
             width = c
-        self.features = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out_dim))
+        self.features = nn.Sequential(*stages, nn.AdaptiveAvgPool2d(pool_size))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width * pool_size**2, out_dim))
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.features(x).flatten(1))
 
 
 class TemporalConvEncoder(nn.Module):
