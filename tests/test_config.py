@@ -66,3 +66,11 @@ def test_dump_roundtrip(tmp_path):
     config = load_config(write(tmp_path, "name: b\nseed: 3\n"), ["--data.options.split_column=split_heldout"])
     again = load_config(write(tmp_path, dump_config(config)))
     assert again == config
+
+
+def test_override_of_another_kind_replaces_instead_of_merging(tmp_path):
+    path = write(tmp_path, "model:\n  encoders:\n    default: {kind: mlp, hidden: [64], dropout: 0.3}\n")
+    config = load_config(path, ["--model.encoders.default={kind: identity}"])
+    assert config.model.encoders["default"] == {"kind": "identity"}
+    same_kind = load_config(path, ["--model.encoders.default={kind: mlp, dropout: 0.1}"])
+    assert same_kind.model.encoders["default"] == {"kind": "mlp", "hidden": [64], "dropout": 0.1}

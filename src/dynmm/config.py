@@ -170,6 +170,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Merge `update` into `base` key by key, recursively.
+
+    A mapping that names another `kind` (e.g. an encoder switched from mlp to identity) replaces the old one
+    instead of merging into it: options of one kind of component mean nothing to another.
+    """
+    if "kind" in update and update["kind"] != base.get("kind"):
+        return dict(update)
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

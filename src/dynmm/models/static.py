@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dynmm.config import ModelConfig
+from dynmm.config import ModelConfig, deep_merge
 from dynmm.errors import ConfigError
 from dynmm.nn.encoders import build_encoder
 from dynmm.nn.fusion import build_fusion, fusion_class
@@ -61,11 +61,7 @@ def encoder_options(config: ModelConfig, modality: str) -> dict[str, Any]:
     A modality entry that names another `kind` replaces the default entirely: options of one encoder kind
     (e.g. an MLP's `hidden`) mean nothing to another.
     """
-    default = dict(config.encoders.get("default", {}))
-    own = config.encoders.get(modality, {})
-    if "kind" in own and own["kind"] != default.get("kind"):
-        return dict(own)
-    return default | own
+    return deep_merge(config.encoders.get("default", {}), config.encoders.get(modality, {}))
 
 
 def select_modalities(config: ModelConfig, specs: dict[str, ModalitySpec]) -> list[str]:
