@@ -69,12 +69,13 @@ def bench_baselines(
     datasets: str = typer.Option("mosi,avdigits", help="Comma-separated data sets."),
     output: Path = typer.Option(Path("benchmarks/results/baselines.json"), help="JSON file to write."),
     spec: Path = typer.Option(Path("configs/baselines.yaml"), help="Which models to train."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where the individual runs are kept (and reused)."),
 ) -> None:
     """Train unimodal models and every static fusion; write metrics, MAdds, params and train time."""
     from dynmm.bench.baselines import run_baselines
 
-    results = run_baselines(spec, [d for d in datasets.split(",") if d], seeds, quick, output)
-    console.print(results_table(results))
+    results = run_baselines(spec, [d for d in datasets.split(",") if d], seeds, quick, output, runs_dir)
+    print_results(results)
     console.print(f"results written to [bold]{output}[/bold]")
 
 
@@ -88,16 +89,17 @@ def demo(
     )
 
 
-def results_table(results: dict) -> Table:
+def print_results(results: dict) -> None:
     from dynmm.bench.baselines import table_rows
 
-    table = Table(title="static baselines (test split)")
-    rows = table_rows(results)
-    for column in rows[0] if rows else []:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
-    return table
+    for dataset in results["datasets"]:
+        rows = table_rows(results, dataset)
+        table = Table(title=f"{dataset} · test split · {results['seeds']} seed(s)")
+        for column in rows[0]:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row.values())
+        console.print(table)
 
 
 def _print_metrics(metrics: dict) -> None:

@@ -7,6 +7,7 @@ finished runs whose saved configuration is identical.
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 from pathlib import Path
@@ -23,7 +24,9 @@ from dynmm.train.run import CONFIG_FILE, METRICS_FILE, run_directory, train_run
 HEADLINE = {"mosi": ["acc2", "acc2_nonzero", "acc7", "mae", "corr"], "avdigits": ["accuracy", "macro_f1"]}
 
 
-def baseline_configs(spec_path: Path, dataset: str, seeds: int, quick: bool) -> dict[str, list[RunConfig]]:
+def baseline_configs(
+    spec_path: Path, dataset: str, seeds: int, quick: bool, runs_root: Path
+) -> dict[str, list[RunConfig]]:
     """Model label -> one RunConfig per seed, from the spec's base config and per-model overrides."""
     spec = load_yaml(spec_path)
     if dataset not in spec:
@@ -34,7 +37,6 @@ def baseline_configs(spec_path: Path, dataset: str, seeds: int, quick: bool) -> 
         base = deep_merge(base, entry.get("quick", {}))
     models: dict[str, Any] = entry["models"]
     labels = entry.get("quick_models", list(models)) if quick else list(models)
-    root = "runs/baselines-quick" if quick else "runs/baselines"
     configs: dict[str, list[RunConfig]] = {}
     for label in labels:
         if label not in models:
@@ -48,7 +50,7 @@ def baseline_configs(spec_path: Path, dataset: str, seeds: int, quick: bool) -> 
                     {
                         "name": f"{dataset}_{label}_seed{seed}",
                         "seed": seed,
-                        "output_dir": root,
+                        "output_dir": str(runs_root / ("baselines-quick" if quick else "baselines")),
                         "train": {"progress_bar": False},
                     },
                 ),
@@ -60,8 +62,6 @@ def baseline_configs(spec_path: Path, dataset: str, seeds: int, quick: bool) -> 
 
 def run_or_reuse(config: RunConfig) -> dict[str, Any]:
     """Train, or reuse a finished run whose saved configuration is the same (so restarts skip done work)."""
-    import json
-
     run_dir = run_directory(config)
     if (run_dir / METRICS_FILE).is_file():
         if (run_dir / CONFIG_FILE).read_text() == dump_config(config):
@@ -98,9 +98,10 @@ def aggregate(config: RunConfig, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_baselines(
-    spec_path: Path, datasets: list[str], seeds: int, quick: bool, output: Path
+    spec_path: Path, datasets: list[str], seeds: int, quick: bool, output: Path, runs_root: Path = Path("runs")
 ) -> dict[str, Any]:
-    plans = {d: baseline_configs(spec_path, d, seeds, quick) for d in datasets}
+    """Train (or reuse) every configured model for every seed; write JSON and a markdown table beside it."""
+    plans = {d: baseline_configs(spec_path, d, seeds, quick, runs_root) for d in datasets}
     total = sum(len(runs) for plan in plans.values() for runs in plan.values())
     results: dict[str, Any] = {
         "seeds": seeds,
@@ -126,33 +127,28 @@ def run_baselines(
     return results
 
 
-def table_rows(results: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per (data set, model): headline test metrics as mean ± std, MAdds, params, train time."""
+def table_rows(results: dict[str, Any], dataset: str) -> list[dict[str, str]]:
+    """One row per model of `dataset`: headline test metrics as mean ± std over seeds, MAdds, params, time."""
     rows = []
-    for dataset, models in results["datasets"].items():
-        for label, entry in models.items():
-            metrics = " · ".join(
-                f"{k} {entry['test'][k]['mean']:.3f}±{entry['test'][k]['std']:.3f}"
-                for k in HEADLINE.get(dataset, list(entry["test"]))
-            )
-            rows.append(
-                {
-                    "data": dataset,
-                    "model": label,
-                    "test metrics (mean±std over seeds)": metrics,
-                    "MAdds/sample": f"{entry['madds_per_sample']:,}",
-                    "params": f"{entry['params']:,}",
-                    "train s": f"{entry['train_time_s']['mean']:.1f}",
-                }
-            )
+    for label, entry in results["datasets"][dataset].items():
+        row = {"model": label}
+        for name in HEADLINE.get(dataset, list(entry["test"])):
+            row[name] = f"{entry['test'][name]['mean']:.3f}±{entry['test'][name]['std']:.3f}"
+        row["MAdds/sample"] = f"{entry['madds_per_sample']:,}"
+        row["params"] = f"{entry['params']:,}"
+        row["train s"] = f"{entry['train_time_s']['mean']:.1f}"
+        rows.append(row)
     return rows
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = table_rows(results)
-    if not rows:
-        return ""
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    """The README's tables: one per data set."""
+    parts = []
+    for dataset in results["datasets"]:
+        rows = table_rows(results, dataset)
+        header = list(rows[0])
+        lines = [f"**{dataset}** (test split, {results['seeds']} seed(s))", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
