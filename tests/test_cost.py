@@ -49,9 +49,7 @@ def test_lstm_counts_four_gates_per_step(bidirectional, num_layers):
 
 def test_gru_counts_three_gates_per_step():
     seq, in_dim, hidden = 5, 10, 20
-    report = measure_madds(
-        _Wrap(nn.GRU(in_dim, hidden, batch_first=True)), {"x": torch.randn(2, seq, in_dim)}
-    )
+    report = measure_madds(_Wrap(nn.GRU(in_dim, hidden, batch_first=True)), {"x": torch.randn(2, seq, in_dim)})
     assert report.total == seq * 3 * hidden * (in_dim + hidden)
 
 

@@ -84,9 +84,7 @@ def demo(
     output: Path = typer.Option(Path("runs/demo/baselines.json"), help="Where the demo writes its results."),
 ) -> None:
     """A short baselines benchmark on both bundled data sets (a few minutes on 2 CPU cores)."""
-    bench_baselines(
-        seeds=1, quick=True, datasets="mosi,avdigits", output=output, spec=Path("configs/baselines.yaml")
-    )
+    bench_baselines(seeds=1, quick=True, datasets="mosi,avdigits", output=output, spec=Path("configs/baselines.yaml"))
 
 
 def print_results(results: dict) -> None:

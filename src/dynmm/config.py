@@ -117,9 +117,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(
-            errors[0] if len(errors) == 1 else f"config key {path!r}: {value!r} fits no type of {tp}"
-        )
+        raise ConfigError(errors[0] if len(errors) == 1 else f"config key {path!r}: {value!r} fits no type of {tp}")
     if tp is Any:
         return value
     if origin is list:
@@ -197,9 +195,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}"
-        )
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
     return raw
 
 

@@ -36,9 +36,7 @@ def _lstm_layer_flops(
     return 2 * steps_times_batch * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
 
 
-def _sdpa_flops(
-    q: torch.Size, k: torch.Size, v: torch.Size, *args: Any, out_shape: Any = None, **kw: Any
-) -> int:
+def _sdpa_flops(q: torch.Size, k: torch.Size, v: torch.Size, *args: Any, out_shape: Any = None, **kw: Any) -> int:
     """FLOPs of softmax(QK^T)V: Lq·Lk·E for the scores plus Lq·Lk·Ev for the weighted sum, per batch×head."""
     batch_heads = math.prod(q[:-2])
     return 2 * batch_heads * q[-2] * k[-2] * (q[-1] + v[-1])

@@ -44,9 +44,7 @@ def check_inputs(
         if not isinstance(x, Tensor):
             raise InputError(f"{where}: modality {name!r} must be a torch.Tensor, got {type(x).__name__}")
         if not torch.is_floating_point(x):
-            raise InputError(
-                f"{where}: modality {name!r} must be a floating-point tensor, got dtype {x.dtype}"
-            )
+            raise InputError(f"{where}: modality {name!r} must be a floating-point tensor, got dtype {x.dtype}")
         expected = tuple(spec.shape)
         if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise InputError(
@@ -56,9 +54,7 @@ def check_inputs(
         if batch is None:
             batch, first = x.shape[0], name
         elif x.shape[0] != batch:
-            raise InputError(
-                f"{where}: batch sizes differ: {first!r} has {batch} rows, {name!r} has {x.shape[0]}"
-            )
+            raise InputError(f"{where}: batch sizes differ: {first!r} has {batch} rows, {name!r} has {x.shape[0]}")
         if check_finite and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
             raise InputError(f"{where}: modality {name!r} contains NaN or inf values in {bad} sample(s)")

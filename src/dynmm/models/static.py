@@ -88,9 +88,7 @@ def build_head(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> 
     return nn.Sequential(*layers)
 
 
-def build_static_model(
-    config: ModelConfig, specs: dict[str, ModalitySpec], task: TaskSpec
-) -> StaticFusionModel:
+def build_static_model(config: ModelConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> StaticFusionModel:
     """Build the model a `ModelConfig` describes for a data set with these modality specs and task."""
     modalities = select_modalities(config, specs)
     encoders: dict[str, nn.Module] = {}

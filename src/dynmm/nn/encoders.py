@@ -46,9 +46,7 @@ class MLPEncoder(nn.Module):
         dropout: dropout after every hidden activation.
     """
 
-    def __init__(
-        self, in_dim: int, hidden: Sequence[int] = (128,), out_dim: int = 64, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (128,), out_dim: int = 64, dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_dim
@@ -163,9 +161,7 @@ class LSTMEncoder(nn.Module):
         bidirectional: bool = False,
     ) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(
-            in_dim, hidden, num_layers=num_layers, batch_first=True, bidirectional=bidirectional
-        )
+        self.lstm = nn.LSTM(in_dim, hidden, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
         self.directions = 2 if bidirectional else 1
         self.proj = nn.Linear(hidden * self.directions, out_dim)
         self.out_dim = out_dim
@@ -208,9 +204,7 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] > self.max_len:
-            raise InputError(
-                f"sequence of length {x.shape[1]} is longer than the encoder's max_len {self.max_len}"
-            )
+            raise InputError(f"sequence of length {x.shape[1]} is longer than the encoder's max_len {self.max_len}")
         h = self.embed(x) + self.pos[: x.shape[1]]
         return self.proj(self.encoder(h).mean(dim=1))
 
@@ -254,9 +248,7 @@ def build_encoder(spec: ModalitySpec, cfg: Mapping[str, Any]) -> nn.Module:
     """
     where = f"encoder of modality {spec.name!r}"
     if not isinstance(cfg, Mapping) or "kind" not in cfg:
-        raise ConfigError(
-            f"{where}: config must be a mapping with a 'kind' key (one of {sorted(_KINDS)}), got {cfg!r}"
-        )
+        raise ConfigError(f"{where}: config must be a mapping with a 'kind' key (one of {sorted(_KINDS)}), got {cfg!r}")
     name = cfg["kind"]
     if name not in _KINDS:
         raise ConfigError(f"{where}: unknown kind {name!r}; valid kinds: {', '.join(sorted(_KINDS))}")
@@ -290,10 +282,7 @@ def _check_fit(where: str, spec: ModalitySpec, name: str, kwargs: Mapping[str, A
         stages = len(kwargs.get("channels", default))
         if min(spec.shape[1:]) < 2**stages:
             raise ConfigError(
-                f"{where}: {stages} pooling stages need height and width >= {2**stages}, "
-                f"got shape {tuple(spec.shape)}"
+                f"{where}: {stages} pooling stages need height and width >= {2**stages}, got shape {tuple(spec.shape)}"
             )
     if name == "transformer" and kwargs["max_len"] < spec.shape[0]:
-        raise ConfigError(
-            f"{where}: max_len {kwargs['max_len']} is shorter than the sequence length {spec.shape[0]}"
-        )
+        raise ConfigError(f"{where}: max_len {kwargs['max_len']} is shorter than the sequence length {spec.shape[0]}")

@@ -11,7 +11,6 @@ Layout of a run directory:
 from __future__ import annotations
 
 import dataclasses
-import dataclasses
 import logging
 import time
 import warnings
@@ -61,13 +60,9 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
         previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
         changed = _changed_keys(previous, to_dict(config), allowed={"train.max_epochs", "train.progress_bar"})
         if changed:
-            raise ConfigError(
-                f"--resume with a different configuration ({', '.join(changed)}); start a new run"
-            )
+            raise ConfigError(f"--resume with a different configuration ({', '.join(changed)}); start a new run")
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"run directory {run_dir} already exists; continue it with --resume or choose another --name"
-        )
+        raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume or choose another --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -105,9 +100,7 @@ def _quiet_lightning() -> None:
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     """Train the configured model, keep the best checkpoint by the monitored metric, export and evaluate it."""
     if config.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(
-            f"train.optimizer: unknown {config.train.optimizer!r}; choose from {sorted(OPTIMIZERS)}"
-        )
+        raise ConfigError(f"train.optimizer: unknown {config.train.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
     run_dir = _prepare_run_dir(config, resume)
     _quiet_lightning()
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -121,9 +114,7 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     cost = measure_madds(model, example_inputs)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
-    module = SupervisedModule(
-        model, info.task, config.train.lr, config.train.weight_decay, config.train.optimizer
-    )
+    module = SupervisedModule(model, info.task, config.train.lr, config.train.weight_decay, config.train.optimizer)
     monitor, mode = _monitor(config, info.task)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True

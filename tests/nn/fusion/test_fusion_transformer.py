@@ -27,18 +27,13 @@ def encoder_layer(x, layer, nhead):
     out_proj = layer.self_attn.out_proj
     attn = torch.cat(heads, dim=-1) @ out_proj.weight.T + out_proj.bias
     x = layer_norm(x + attn, layer.norm1)
-    ff = (
-        torch.relu(x @ layer.linear1.weight.T + layer.linear1.bias) @ layer.linear2.weight.T
-        + layer.linear2.bias
-    )
+    ff = torch.relu(x @ layer.linear1.weight.T + layer.linear1.bias) @ layer.linear2.weight.T + layer.linear2.bias
     return layer_norm(x + ff, layer.norm2)
 
 
 @pytest.mark.parametrize(("nhead", "num_layers"), [(2, 1), (4, 2)])
 def test_matches_manual_attention(nhead, num_layers):
-    fusion = build_fusion(
-        "transformer", DIMS, 3, d_model=8, nhead=nhead, num_layers=num_layers, dim_feedforward=16
-    )
+    fusion = build_fusion("transformer", DIMS, 3, d_model=8, nhead=nhead, num_layers=num_layers, dim_feedforward=16)
     fusion = fusion.double().eval()
     emb = {m: torch.randn(5, d, dtype=torch.float64) for m, d in DIMS.items()}
     tokens = [emb[m] @ fusion.proj[m].weight.T + fusion.proj[m].bias for m in ("audio", "text", "video")]

@@ -59,8 +59,7 @@ class Fusion(nn.Module):
             if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.in_dims[m]:
                 got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
                 raise InputError(
-                    f"{kind}: embedding of modality {m!r} must have shape (batch, {self.in_dims[m]}), "
-                    f"got {got}"
+                    f"{kind}: embedding of modality {m!r} must have shape (batch, {self.in_dims[m]}), got {got}"
                 )
             if out and z.shape[0] != out[0].shape[0]:
                 raise InputError(

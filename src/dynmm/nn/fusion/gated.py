@@ -40,7 +40,5 @@ class GatedMultimodalUnit(Fusion):
 
     def forward(self, embeddings: Mapping[str, Tensor]) -> Tensor:
         zs = self.embeddings_in_order(embeddings)
-        h = torch.stack(
-            [torch.tanh(self.hidden[m](z)) for m, z in zip(self.modalities, zs, strict=True)], dim=1
-        )
+        h = torch.stack([torch.tanh(self.hidden[m](z)) for m, z in zip(self.modalities, zs, strict=True)], dim=1)
         return (self.gates(embeddings) * h).sum(dim=1)

@@ -36,9 +36,7 @@ class MultiplicativeInteraction(Fusion):
             raise ConfigError(f"fusion 'mi' needs at least two modalities, got {self.modalities}")
         context = self.modalities[0] if context is None else context
         if context not in self.in_dims:
-            raise ConfigError(
-                f"fusion 'mi': context {context!r} is not one of the modalities {self.modalities}"
-            )
+            raise ConfigError(f"fusion 'mi': context {context!r} is not one of the modalities {self.modalities}")
         self.context = context
         self.others = [m for m in self.modalities if m != context]
         d_z, d_x = self.in_dims[context], sum(self.in_dims[m] for m in self.others)
