@@ -31,6 +31,7 @@ test-slow: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
 
 clean-venv:
 	rm -rf $(VENV)

@@ -31,7 +31,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        self.name = name
+        self.dataset_name = name
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -44,10 +44,10 @@ class MultimodalDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
-            self.splits = load_dataset(self.name, **self.options)
-            task = dataset_info(self.name, **self.options)
+            self.splits = load_dataset(self.dataset_name, **self.options)
+            task = dataset_info(self.dataset_name, **self.options)
             kinds = {k: spec.kind for k, spec in task.modalities.items()}
-            self._info = info_from_splits(self.name, self.splits, kinds, task.task)
+            self._info = info_from_splits(self.dataset_name, self.splits, kinds, task.task)
 
     @property
     def info(self) -> DatasetInfo:

@@ -7,7 +7,7 @@ that takes the dict of embeddings, a head.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -97,7 +97,7 @@ def build_static_model(config: ModelConfig, specs: dict[str, ModalitySpec], task
         if options.get("kind", "mlp") != "identity":
             options.setdefault("out_dim", config.embed_dim)
         encoders[name] = build_encoder(specs[name], options)
-    in_dims = {name: int(encoders[name].out_dim) for name in modalities}
+    in_dims = {name: cast(int, encoders[name].out_dim) for name in modalities}
     predicts = fusion_class(config.fusion).produces_predictions
     fusion_out = task.output_dim if predicts else config.embed_dim
     fusion = build_fusion(config.fusion, in_dims, fusion_out, **config.fusion_options)

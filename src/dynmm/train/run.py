@@ -143,13 +143,13 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     best = checkpoint.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    model = module.model.cpu()
+    trained = module.model.cpu()
     metrics: dict[str, Any] = {
-        "valid": evaluate(model, data.val_dataloader(), info.task),
-        "test": evaluate(model, data.test_dataloader(), info.task),
+        "valid": evaluate(trained, data.val_dataloader(), info.task),
+        "test": evaluate(trained, data.test_dataloader(), info.task),
         "madds_per_sample": cost.total,
         "madds_by_part": _parts(cost.by_module),
-        "params": count_parameters(model),
+        "params": count_parameters(trained),
         "train_time_s": round(train_time, 3),
         "epochs": trainer.current_epoch,
         "best_checkpoint": Path(best).name,
@@ -157,7 +157,7 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     }
     # The export records the data options actually used (e.g. a data seed filled in from the run seed).
     data_config = dataclasses.replace(config.data, options=dict(data.options))
-    export_model(run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics})
+    export_model(run_dir, trained, config.model, data_config, info.modalities, info.task, {"metrics": metrics})
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return RunResult(run_dir, metrics)
 

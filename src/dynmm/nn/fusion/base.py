@@ -53,7 +53,7 @@ class Fusion(nn.Module):
                 f"{kind}: missing embedding for modality {', '.join(map(repr, missing))}; "
                 f"needs {self.modalities}, got keys {sorted(embeddings)}"
             )
-        out = []
+        out: list[Tensor] = []
         for m in self.modalities:
             z = embeddings[m]
             if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.in_dims[m]:
