@@ -95,6 +95,8 @@ def _quiet_lightning() -> None:
     """Drop Lightning's start-up chatter (accelerator lines, tips); warnings and errors still show."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    # On --resume the checkpoint folder is non-empty by design; a fresh run refuses a non-empty run dir earlier.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
