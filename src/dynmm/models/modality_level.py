@@ -47,6 +47,8 @@ class ModalityLevelDynMM(nn.Module):
         last_gate: the gate output of the latest forward (for the resource loss and routing statistics).
     """
 
+    costs: Tensor  # normalised expert costs (a buffer, so it follows .to(device))
+
     def __init__(self, experts: Sequence[nn.Module], gate: Gate, example_inputs: Inputs) -> None:
         super().__init__()
         if len(experts) != gate.num_branches:
