@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,9 @@ def baseline_configs(
     if quick:
         base = deep_merge(base, entry.get("quick", {}))
     models: dict[str, Any] = entry["models"]
-    labels = entry.get("quick_models", list(models)) if quick else list(models)
     configs: dict[str, list[RunConfig]] = {}
-    for label in labels:
-        if label not in models:
-            raise ConfigError(f"{spec_path}: {dataset}.quick_models names unknown model {label!r}")
-        raw = deep_merge(base, models[label] or {})
+    for label, overrides in models.items():
+        raw = deep_merge(base, overrides or {})
         configs[label] = [
             from_dict(
                 RunConfig,
@@ -70,8 +68,7 @@ def run_or_reuse(config: RunConfig) -> dict[str, Any]:
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         return train_run(config, resume=True).metrics
     if run_dir.exists():  # created but killed before its first checkpoint: nothing worth keeping
-        for path in sorted(run_dir.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
+        shutil.rmtree(run_dir)
     return train_run(config).metrics
 
 
