@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -37,3 +38,21 @@ def test_data_info_lists_both_data_sets_with_shapes():
     assert "mosi" in result.output and "avdigits" in result.output
     assert "1245" in result.output.replace(",", "")  # MOSI train utterances
     assert "(1, 40, 101)" in result.output  # AV digits log-mel
+
+
+def test_demo_runs_the_quick_baselines_on_both_data_sets(monkeypatch, tmp_path):
+    import dynmm.bench.baselines as baselines
+
+    calls = []
+
+    def fake_run(spec, datasets, seeds, quick, output, runs_root):
+        calls.append((spec, datasets, seeds, quick, output, runs_root))
+        return {"seeds": seeds, "datasets": {}}
+
+    monkeypatch.setattr(baselines, "run_baselines", fake_run)
+    result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path / "demo.json")])
+    assert result.exit_code == 0, result.output
+    ((spec, datasets, seeds, quick, output, runs_root),) = calls
+    assert datasets == ["mosi", "avdigits"] and seeds == 1 and quick is True
+    assert all(isinstance(p, Path) for p in (spec, output, runs_root))
+    assert spec.is_file()

@@ -65,18 +65,14 @@ def data_info() -> None:
 @bench_app.command("baselines")
 def bench_baselines(
     seeds: int = typer.Option(3, help="Seeds per model (metrics are reported as mean and std)."),
-    quick: bool = typer.Option(False, help="Short schedule and fewer models, for the demo."),
+    quick: bool = typer.Option(False, help="Short schedule and smaller AV digits splits, for the demo."),
     datasets: str = typer.Option("mosi,avdigits", help="Comma-separated data sets."),
     output: Path = typer.Option(Path("benchmarks/results/baselines.json"), help="JSON file to write."),
     spec: Path = typer.Option(Path("configs/baselines.yaml"), help="Which models to train."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where the individual runs are kept (and reused)."),
 ) -> None:
     """Train unimodal models and every static fusion; write metrics, MAdds, params and train time."""
-    from dynmm.bench.baselines import run_baselines
-
-    results = run_baselines(spec, [d for d in datasets.split(",") if d], seeds, quick, output, runs_dir)
-    print_results(results)
-    console.print(f"results written to [bold]{output}[/bold]")
+    _baselines(spec, [d for d in datasets.split(",") if d], seeds, quick, output, runs_dir)
 
 
 @app.command()
@@ -84,7 +80,15 @@ def demo(
     output: Path = typer.Option(Path("runs/demo/baselines.json"), help="Where the demo writes its results."),
 ) -> None:
     """A short baselines benchmark on both bundled data sets (a few minutes on 2 CPU cores)."""
-    bench_baselines(seeds=1, quick=True, datasets="mosi,avdigits", output=output, spec=Path("configs/baselines.yaml"))
+    _baselines(Path("configs/baselines.yaml"), ["mosi", "avdigits"], 1, True, output, Path("runs"))
+
+
+def _baselines(spec: Path, datasets: list[str], seeds: int, quick: bool, output: Path, runs_dir: Path) -> None:
+    from dynmm.bench.baselines import run_baselines
+
+    results = run_baselines(spec, datasets, seeds, quick, output, runs_dir)
+    print_results(results)
+    console.print(f"results written to [bold]{output}[/bold]")
 
 
 def print_results(results: dict) -> None:
