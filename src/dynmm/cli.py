@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -16,7 +17,8 @@ data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that write JSON results.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
-console = Console()
+# Piped output (CI logs, `| tee`) gets a wide fixed width instead of rich's 80-column fallback.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 

@@ -130,7 +130,8 @@ def table_rows(results: dict[str, Any], dataset: str) -> list[dict[str, str]]:
     for label, entry in results["datasets"][dataset].items():
         row = {"model": label}
         for name in HEADLINE.get(dataset, list(entry["test"])):
-            row[name] = f"{entry['test'][name]['mean']:.3f}±{entry['test'][name]['std']:.3f}"
+            stats = entry["test"][name]
+            row[name] = f"{stats['mean']:.3f}" + (f"±{stats['std']:.3f}" if len(stats["values"]) > 1 else "")
         row["MAdds/sample"] = f"{entry['madds_per_sample']:,}"
         row["params"] = f"{entry['params']:,}"
         row["train s"] = f"{entry['train_time_s']['mean']:.1f}"
