@@ -77,6 +77,60 @@ def bench_baselines(
     _baselines(spec, [d for d in datasets.split(",") if d], seeds, quick, output, runs_dir)
 
 
+@bench_app.command("speed")
+def bench_speed(
+    batch_sizes: str = typer.Option("1,16,64,256", help="Comma-separated batch sizes."),
+    cheap_fraction: str = typer.Option("0.25,0.5,0.75", help="Fractions of rows forced onto the cheap expert."),
+    scales: str = typer.Option("default,large", help="Model sizes: default and/or large (bigger audio network)."),
+    repeats: int = typer.Option(20, help="Timed calls per setting (the median is reported)."),
+    output: Path = typer.Option(Path("benchmarks/results/speed_avdigits.json"), help="JSON file to write."),
+) -> None:
+    """Masked (run every expert) vs dispatch (run only the chosen one) inference time on AV digits DynMM."""
+    from dynmm.bench.speed import SCALES, run_speed_benchmark
+    from dynmm.errors import ConfigError
+    from dynmm.io import atomic_write_json
+
+    chosen = [s for s in scales.split(",") if s]
+    unknown = [s for s in chosen if s not in SCALES]
+    if unknown:
+        raise ConfigError(f"unknown scale(s) {unknown}; choose from {sorted(SCALES)}")
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",")]
+        fractions = [float(f) for f in cheap_fraction.split(",")]
+    except ValueError as err:
+        raise ConfigError(f"--batch-sizes and --cheap-fraction take comma-separated numbers ({err})") from err
+    if any(b < 1 for b in sizes) or any(not 0 <= f <= 1 for f in fractions):
+        raise ConfigError("batch sizes must be >= 1 and cheap fractions within [0, 1]")
+    results = run_speed_benchmark(chosen, sizes, fractions, repeats)
+    atomic_write_json(output, results)
+    for scale, entry in results["scales"].items():
+        table = Table(title=f"AV digits DynMM · {scale} · masked vs dispatch (CPU, median of {repeats})")
+        for column in (
+            "batch",
+            "cheap",
+            "MAdds masked",
+            "MAdds dispatch",
+            "ms masked",
+            "ms dispatch",
+            "pred.",
+            "real.",
+        ):
+            table.add_column(column)
+        for row in entry["rows"]:
+            table.add_row(
+                str(row["batch_size"]),
+                f"{row['cheap_fraction']:.2f}",
+                f"{row['madds_per_sample']['masked']:,.0f}",
+                f"{row['madds_per_sample']['dispatch']:,.0f}",
+                f"{row['median_ms']['masked']:.2f}",
+                f"{row['median_ms']['dispatch']:.2f}",
+                f"{row['predicted_speedup']:.2f}×",
+                f"{row['realized_speedup']:.2f}×",
+            )
+        console.print(table)
+    console.print(f"results written to [bold]{output}[/bold]")
+
+
 @app.command()
 def demo(
     output: Path = typer.Option(Path("runs/demo/baselines.json"), help="Where the demo writes its results."),
