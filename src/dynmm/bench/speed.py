@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dynmm.cost import count_madds
 from dynmm.models.modality_level import ModalityLevelDynMM
-from dynmm.routing import route
+from dynmm.routing import Mode, route
 from dynmm.specs import Inputs
 
 
@@ -52,24 +52,36 @@ def tile_rows(inputs: Inputs, batch: int) -> Inputs:
     return {k: v.index_select(0, rows) for k, v in inputs.items()}
 
 
+MEASURED: tuple[Mode, ...] = ("masked", "dispatch")
+
+
+def _gate_then_route(
+    model: ModalityLevelDynMM, experts: list[nn.Module], x: Inputs, choice: Tensor, mode: Mode
+) -> Callable[[], Tensor]:
+    """One inference call with a forced routing; the gate runs (and is paid) in every mode."""
+
+    def call() -> Tensor:
+        model.gate.logits(x)
+        return route(experts, x, choice, None, mode)
+
+    return call
+
+
 def speed_rows(
     model: ModalityLevelDynMM, inputs: Inputs, batch_sizes: Sequence[int], fractions: Sequence[float], repeats: int
 ) -> list[dict[str, Any]]:
     """One row per (batch size, cheap fraction): MAdds per sample and median times of masked and dispatch."""
     model.eval()
-    experts = [model.experts[0], model.experts[len(model.experts) - 1]]
+    experts: list[nn.Module] = [model.experts[0], model.experts[len(model.experts) - 1]]
     rows = []
     for batch in batch_sizes:
         x = tile_rows(inputs, batch)
         for fraction in fractions:
             choice = forced_choice(batch, fraction)
 
-            def run(mode: str, x: Inputs = x, choice: Tensor = choice) -> Tensor:
-                model.gate.logits(x)  # the gate is paid in both modes
-                return route(experts, x, choice, None, mode)  # type: ignore[arg-type]
-
-            madds = {mode: count_madds(lambda m=mode: run(m)).total / batch for mode in ("masked", "dispatch")}
-            seconds = {mode: median_seconds(lambda m=mode: run(m), repeats) for mode in ("masked", "dispatch")}
+            calls = {mode: _gate_then_route(model, experts, x, choice, mode) for mode in MEASURED}
+            madds = {mode: count_madds(call).total / batch for mode, call in calls.items()}
+            seconds = {mode: median_seconds(call, repeats) for mode, call in calls.items()}
             rows.append(
                 {
                     "batch_size": batch,
