@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dynmm.modes import eval_mode
+
 aten = torch.ops.aten
 
 
@@ -101,23 +103,15 @@ def measure_madds(module: nn.Module, inputs: Mapping[str, Tensor] | Tensor) -> M
     the count, but some layers take other code paths in training). The module's mode is restored afterwards.
     """
     one = first_sample(inputs) if isinstance(inputs, Mapping) else inputs[:1]
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         return count_madds(lambda: module(one))
-    finally:
-        module.train(was_training)
 
 
 def madds_per_sample(module: nn.Module, inputs: Mapping[str, Tensor]) -> float:
     """Mean MAdds per sample of one forward over the whole batch (what a routed model really spent)."""
     batch = next(iter(inputs.values())).shape[0]
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         return count_madds(lambda: module(dict(inputs))).total / batch
-    finally:
-        module.train(was_training)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from dynmm.cost import count_madds
 from dynmm.models.modality_level import ModalityLevelDynMM
-from dynmm.routing import Mode, route
+from dynmm.routing import Mode, route, take_rows
 from dynmm.specs import Inputs
 
 
@@ -48,8 +48,7 @@ def forced_choice(batch: int, cheap_fraction: float, seed: int = 0) -> Tensor:
 def tile_rows(inputs: Inputs, batch: int) -> Inputs:
     """A batch of `batch` rows cycling through the given ones."""
     n = next(iter(inputs.values())).shape[0]
-    rows = torch.arange(batch) % n
-    return {k: v.index_select(0, rows) for k, v in inputs.items()}
+    return take_rows(inputs, torch.arange(batch) % n)
 
 
 MEASURED: tuple[Mode, ...] = ("masked", "dispatch")

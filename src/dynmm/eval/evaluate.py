@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from dynmm.eval.metrics import build_metrics
+from dynmm.modes import eval_mode
 from dynmm.specs import Batch, TaskSpec
 from dynmm.train.task import predictions, task_loss
 
@@ -15,18 +16,14 @@ from dynmm.train.task import predictions, task_loss
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[Batch], task: TaskSpec) -> dict[str, float]:
     """Metrics (and mean loss) of `model` in eval mode over all batches."""
-    was_training = model.training
-    model.eval()
     metrics = build_metrics(task)
     loss_sum, count = 0.0, 0
-    try:
+    with eval_mode(model):
         for inputs, target in batches:
             outputs = model(inputs)
             loss_sum += float(task_loss(task, outputs, target)) * target.shape[0]
             count += target.shape[0]
             metrics.update(predictions(task, outputs), target)
-    finally:
-        model.train(was_training)
     results = {name: float(value) for name, value in metrics.compute().items()}
     results["loss"] = loss_sum / max(count, 1)
     return results
