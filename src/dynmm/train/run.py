@@ -11,7 +11,6 @@ Layout of a run directory:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 import warnings
@@ -92,7 +91,6 @@ def _monitor(config: RunConfig, task: TaskSpec) -> tuple[str, str]:
     return monitor, mode
 
 
-@functools.cache  # once per process: every call would append the same warning filters again
 def _quiet_lightning() -> None:
     """Drop Lightning's start-up chatter (accelerator lines, tips); warnings and errors still show."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
