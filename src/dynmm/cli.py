@@ -82,11 +82,21 @@ def bench_speed(
     batch_sizes: str = typer.Option("1,16,64,256", help="Comma-separated batch sizes."),
     cheap_fraction: str = typer.Option("0.25,0.5,0.75", help="Fractions of rows forced onto the cheap expert."),
     scales: str = typer.Option("default,large", help="Model sizes: default and/or large (bigger audio network)."),
+    modes: str = typer.Option("dense,masked,dispatch", help="Execution modes to time (comma-separated)."),
+    run: Path | None = typer.Option(
+        None,
+        "--run",
+        help="A trained DynMM run: time its gate's routing and the forced shares on its test set (not --scales).",
+    ),
     repeats: int = typer.Option(20, help="Timed calls per setting (the median is reported)."),
-    output: Path = typer.Option(Path("benchmarks/results/speed_avdigits.json"), help="JSON file to write."),
+    output: Path | None = typer.Option(
+        None, help="JSON file to write [default: benchmarks/results/speed_avdigits.json, or RUN/speed.json]."
+    ),
 ) -> None:
-    """Masked (run every expert) vs dispatch (run only the chosen one) inference time on AV digits DynMM."""
-    from dynmm.bench.speed import SCALES, run_speed_benchmark
+    """Dense / masked (run every expert) vs dispatch (run only the chosen one): inference time and peak memory."""
+    from rich import box
+
+    from dynmm.bench.speed import SCALES, parse_modes, run_speed_benchmark, run_trained_benchmark, table_rows
     from dynmm.errors import ConfigError
     from dynmm.io import atomic_write_json
 
@@ -101,32 +111,23 @@ def bench_speed(
         raise ConfigError(f"--batch-sizes and --cheap-fraction take comma-separated numbers ({err})") from err
     if any(b < 1 for b in sizes) or any(not 0 <= f <= 1 for f in fractions):
         raise ConfigError("batch sizes must be >= 1 and cheap fractions within [0, 1]")
-    results = run_speed_benchmark(chosen, sizes, fractions, repeats)
+    mode_list = parse_modes(modes)
+    if run is None:
+        results = run_speed_benchmark(chosen, sizes, fractions, repeats, mode_list)
+        output = output or Path("benchmarks/results/speed_avdigits.json")
+    else:
+        results = run_trained_benchmark(run, sizes, fractions, repeats, mode_list)
+        output = output or run / "speed.json"
     atomic_write_json(output, results)
-    for scale, entry in results["scales"].items():
-        table = Table(title=f"AV digits DynMM · {scale} · masked vs dispatch (CPU, median of {repeats})")
-        for column in (
-            "batch",
-            "cheap",
-            "MAdds masked",
-            "MAdds dispatch",
-            "ms masked",
-            "ms dispatch",
-            "pred.",
-            "real.",
-        ):
+    device = results["environment"]["device"]
+    for label, entry in results["models"].items():
+        rows = table_rows(entry, mode_list)
+        title = f"{label}: {entry['source']} · {device}, median of {repeats} · speedup = other / dispatch"
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in rows[0]:
             table.add_column(column)
-        for row in entry["rows"]:
-            table.add_row(
-                str(row["batch_size"]),
-                f"{row['cheap_fraction']:.2f}",
-                f"{row['madds_per_sample']['masked']:,.0f}",
-                f"{row['madds_per_sample']['dispatch']:,.0f}",
-                f"{row['median_ms']['masked']:.2f}",
-                f"{row['median_ms']['dispatch']:.2f}",
-                f"{row['predicted_speedup']:.2f}×",
-                f"{row['realized_speedup']:.2f}×",
-            )
+        for row in rows:
+            table.add_row(*row.values())
         console.print(table)
     console.print(f"results written to [bold]{output}[/bold]")
 
@@ -161,7 +162,8 @@ def print_results(results: dict) -> None:
 
 
 def _print_metrics(metrics: dict) -> None:
-    console.print_json(json.dumps({k: metrics[k] for k in ("test", "valid", "madds_per_sample", "params")}))
+    keys = ("test", "valid", "madds_per_sample", "params", "routing", "versus_costliest", "frontier")
+    console.print_json(json.dumps({k: metrics[k] for k in keys if k in metrics}))
 
 
 def main() -> None:

@@ -66,8 +66,62 @@ class TrainConfig:
 
 
 @dataclass
+class GateConfig:
+    """The gate of modality-level DynMM.
+
+    `kind`: mlp (2 layers on concatenated pooled inputs) or transformer (sequence inputs of one length).
+    `modalities`: what the gate looks at (default: every modality some expert uses); a gate on the cheap
+    modality only costs less, and the gate's MAdds are paid by every sample.
+    `mode`: hard (Gumbel straight-through, one expert per sample) or soft (DynMM-d: weighted sum, no skipping).
+    """
+
+    kind: str = "mlp"
+    modalities: list[str] | None = None
+    hidden: int = 128
+    nhead: int = 2
+    num_layers: int = 1
+    dropout: float = 0.0
+    mode: str = "hard"
+    tau: float = 1.0
+
+
+@dataclass
+class ExpertConfig:
+    """One expert: a name and the `model` keys that differ from the run's `model` section (merged over it)."""
+
+    name: str = "expert"
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DynMMConfig:
+    """Modality-level DynMM recipe: stage I trains each expert, stage II the gate (experts frozen), optional
+    stage III fine-tunes everything.
+
+    `expert_train`, `gate_train`, `finetune_train` override keys of the run's `train` section per stage
+    (`finetune_train: null` skips stage III). `gate_data` overrides keys of `data` for stages II-III (e.g. MOSI:
+    train the gate on rows whose features the upstream extractors never saw); `eval_data` for the final
+    evaluation (default: `gate_data`). `experts_dir` reuses experts trained by another run (a λ sweep trains
+    them once).
+    """
+
+    experts: list[ExpertConfig] = field(default_factory=list)
+    gate: GateConfig = field(default_factory=GateConfig)
+    resource_weight: float = 0.0
+    expert_train: dict[str, Any] = field(default_factory=dict)
+    gate_train: dict[str, Any] = field(default_factory=dict)
+    finetune_train: dict[str, Any] | None = None
+    gate_data: dict[str, Any] = field(default_factory=dict)
+    eval_data: dict[str, Any] | None = None
+    experts_dir: str | None = None
+
+
+@dataclass
 class RunConfig:
-    """Everything that defines a run; written resolved to runs/<name>/config.yaml."""
+    """Everything that defines a run; written resolved to runs/<name>/config.yaml.
+
+    Without a `dynmm` section the run trains one static model (`model`); with it, the DynMM recipe.
+    """
 
     name: str = "run"
     seed: int = 0
@@ -75,6 +129,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dynmm: DynMMConfig | None = None
 
 
 T = typing.TypeVar("T")

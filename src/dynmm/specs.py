@@ -41,3 +41,11 @@ class TaskSpec:
     @property
     def output_dim(self) -> int:
         return 1 if self.kind == "regression" else self.num_classes
+
+
+def example_inputs(specs: dict[str, ModalitySpec], rows: int = 1) -> Inputs:
+    """Zero inputs of the promised shapes: enough to build a model and measure its MAdds (which depend on
+    shapes, not values) without touching data."""
+    import torch
+
+    return {name: torch.zeros(rows, *spec.shape) for name, spec in specs.items()}

@@ -8,7 +8,7 @@ from dynmm.errors import ConfigError, DataError
 
 def test_known_names() -> None:
     assert set(DATASETS) == {"mosi", "avdigits"}
-    assert accepted_options("mosi") == ("split_column",)
+    assert accepted_options("mosi") == ("split_column", "stats_split_column")
     assert {"seed", "train_size", "hard_image_fraction", "audio_snr_db"} <= set(accepted_options("avdigits"))
 
 

@@ -29,21 +29,29 @@ def _check_split_column(split_column: str) -> None:
         raise ConfigError(f"MOSI split_column {split_column!r} is unknown; choose from {list(SPLIT_COLUMNS)}")
 
 
-def _read(split_column: str) -> dict[str, np.ndarray]:
+def _read(*split_columns: str) -> dict[str, np.ndarray]:
     path = data_file(*MOSI_FILE)
+    keys = list(dict.fromkeys((*MODALITIES, "label", *split_columns)))
     with np.load(path, allow_pickle=False) as npz:
-        missing = [k for k in (*MODALITIES, "label", split_column) if k not in npz.files]
+        missing = [k for k in keys if k not in npz.files]
         if missing:
             raise DataError(f"{path} lacks the arrays {missing}")
-        return {k: npz[k] for k in (*MODALITIES, "label", split_column)}
+        return {k: npz[k] for k in keys}
 
 
-def load_mosi(split_column: str = "split") -> dict[str, MultimodalDataset]:
-    """Train/valid/test splits, each modality z-scored with the train-row statistics of `split_column`."""
+def load_mosi(split_column: str = "split", stats_split_column: str | None = None) -> dict[str, MultimodalDataset]:
+    """Train/valid/test splits of `split_column`, each modality z-scored with the train-row statistics of
+    `stats_split_column` (default: the same column).
+
+    Why two columns: a DynMM gate trained on `split_heldout` rows must feed its experts (trained on `split`)
+    features scaled exactly as the experts saw them in training.
+    """
+    stats_column = stats_split_column or split_column
     _check_split_column(split_column)
-    arrays = _read(split_column)
+    _check_split_column(stats_column)
+    arrays = _read(split_column, stats_column)
     split = arrays[split_column]
-    train = split == "train"
+    train = arrays[stats_column] == "train"
     out: dict[str, MultimodalDataset] = {}
     stats = {}
     for key, dim in MODALITIES.items():
@@ -63,9 +71,10 @@ def load_mosi(split_column: str = "split") -> dict[str, MultimodalDataset]:
     return out
 
 
-def mosi_info(split_column: str = "split") -> DatasetInfo:
+def mosi_info(split_column: str = "split", stats_split_column: str | None = None) -> DatasetInfo:
     """Shapes and split sizes without building the tensors."""
     _check_split_column(split_column)
+    _check_split_column(stats_split_column or split_column)
     split = _read(split_column)[split_column]
     modalities = {k: ModalitySpec(k, (d,), "vector") for k, d in MODALITIES.items()}
     return DatasetInfo("mosi", modalities, TASK, {s: int((split == s).sum()) for s in SPLITS})

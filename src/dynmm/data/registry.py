@@ -21,7 +21,7 @@ class _Entry:
 
 
 _ENTRIES: dict[str, _Entry] = {
-    "mosi": _Entry(load_mosi, mosi_info, ("split_column",)),
+    "mosi": _Entry(load_mosi, mosi_info, ("split_column", "stats_split_column")),
     "avdigits": _Entry(load_avdigits, avdigits_info, ("seed", *(f.name for f in fields(AVDigitsOptions)))),
 }
 

@@ -7,17 +7,18 @@ the test-time cost knob β: choose argmax(logits − β·C), one trained model, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from dynmm.config import GateConfig
 from dynmm.cost import measure_madds
 from dynmm.errors import ConfigError
 from dynmm.losses import normalised_costs
-from dynmm.nn.gates import Gate, GateOutput
+from dynmm.nn.gates import Gate, GateOutput, build_gate
 from dynmm.routing import MODES, Mode, route
-from dynmm.specs import Inputs
+from dynmm.specs import Inputs, ModalitySpec, example_inputs
 
 
 class _GateLogits(nn.Module):
@@ -58,23 +59,51 @@ class ModalityLevelDynMM(nn.Module):
         self.expert_madds = [measure_madds(expert, example_inputs).total for expert in self.experts]
         self.gate_madds = measure_madds(_GateLogits(gate), example_inputs).total
         self.register_buffer("costs", normalised_costs(self.expert_madds), persistent=False)
+        self.expert_modalities = [frozenset(getattr(expert, "modalities", ())) for expert in self.experts]
         self.mode: Mode = "dispatch"
         self.beta = 0.0
         self.last_gate: GateOutput | None = None
+
+    @property
+    def soft(self) -> bool:
+        """DynMM-d: the gate's soft weights mix every expert, so nothing is skipped."""
+        return self.gate.mode == "soft"
 
     def set_mode(self, mode: Mode) -> None:
         if mode not in MODES:
             raise ConfigError(f"unknown execution mode {mode!r}; choose from {list(MODES)}")
         self.mode = mode
 
-    def forward(self, inputs: Inputs) -> Tensor:
+    def penalty(self, missing: Collection[str] = ()) -> Tensor | None:
+        """What eval subtracts from the gate's logits: β·cost, and +inf for experts that need a missing modality
+        (as long as some expert does not need it; otherwise the gate decides as usual on zero-filled input)."""
         penalty = self.beta * self.costs if self.beta else None
-        decision = self.gate(inputs, cost_penalty=penalty)
+        blocked = [bool(needs & set(missing)) for needs in self.expert_modalities]
+        if any(blocked) and not all(blocked):
+            inf = torch.tensor([float("inf") if b else 0.0 for b in blocked], device=self.costs.device)
+            penalty = inf if penalty is None else penalty + inf
+        return penalty
+
+    def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
+        """Route each row to its expert. `missing` names modalities absent at test time (zero-filled in `inputs`)."""
+        decision = self.gate(inputs, cost_penalty=self.penalty(missing))
         self.last_gate = decision
-        mode: Mode = "dense" if self.training else self.mode
+        mode: Mode = "dense" if self.training or self.soft else self.mode
         return route(list(self.experts), inputs, decision.choice, decision.weights, mode)
 
     def realized_madds(self, choice: Tensor) -> Tensor:
-        """MAdds each sample paid given the experts chosen for it: gate + its expert (from measured costs)."""
+        """MAdds each sample paid given the experts chosen for it: gate + its expert (from measured costs);
+        DynMM-d pays for every expert."""
         table = torch.tensor(self.expert_madds, dtype=torch.float64)
+        if self.soft:
+            return torch.full(choice.shape, self.gate_madds + float(table.sum()), dtype=torch.float64)
         return self.gate_madds + table[choice.cpu()]
+
+
+def build_modality_level(
+    experts: Sequence[nn.Module], gate_config: GateConfig, specs: dict[str, ModalitySpec]
+) -> ModalityLevelDynMM:
+    """Gate + trained (or fresh) experts; the gate looks at every modality some expert uses unless told."""
+    used = sorted({m for expert in experts for m in getattr(expert, "modalities", ())} or specs)
+    gate = build_gate(gate_config, len(experts), specs, used)
+    return ModalityLevelDynMM(experts, gate, example_inputs(specs))

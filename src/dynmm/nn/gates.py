@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dynmm.config import GateConfig
 from dynmm.errors import ConfigError
 from dynmm.relax import gumbel_softmax
 from dynmm.specs import Inputs, ModalitySpec
@@ -73,7 +74,11 @@ def pooled_size(spec: ModalitySpec) -> int:
 
 
 class MLPGate(Gate):
-    """2-layer MLP (hidden 128 by default) on the concatenated pooled inputs, as in DynMM."""
+    """2-layer MLP (hidden 128 by default) on the concatenated pooled inputs, as in DynMM.
+
+    `hidden=0` gives a linear gate: with experts as small as MOSI's, a 128-wide gate would cost more MAdds than
+    every expert together, and its cost is paid by every sample.
+    """
 
     def __init__(
         self,
@@ -85,9 +90,12 @@ class MLPGate(Gate):
     ) -> None:
         super().__init__(num_branches, specs, modalities)
         in_dim = sum(pooled_size(self.specs[m]) for m in self.modalities)
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_branches)
-        )
+        if hidden < 0:
+            raise ConfigError(f"MLP gate hidden size must be >= 0 (0 = linear gate), got {hidden}")
+        layers: list[nn.Module] = [nn.Linear(in_dim, num_branches)]
+        if hidden:
+            layers = [nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_branches)]
+        self.net = nn.Sequential(*layers)
 
     def logits(self, inputs: Inputs) -> Tensor:
         return self.net(torch.cat([pooled_features(inputs[m], self.specs[m]) for m in self.modalities], dim=1))
@@ -125,3 +133,32 @@ class TransformerGate(Gate):
     def logits(self, inputs: Inputs) -> Tensor:
         x = torch.cat([inputs[m] for m in self.modalities], dim=2)
         return self.head(self.encoder(self.embed(x)).mean(dim=1))
+
+
+GATES: dict[str, type[Gate]] = {"mlp": MLPGate, "transformer": TransformerGate}
+
+
+def build_gate(
+    config: GateConfig, num_branches: int, specs: Mapping[str, ModalitySpec], default_modalities: Sequence[str]
+) -> Gate:
+    """The gate a GateConfig describes, looking at `config.modalities` (default: `default_modalities`)."""
+    if config.kind not in GATES:
+        raise ConfigError(f"dynmm.gate.kind: unknown gate {config.kind!r}; choose from {sorted(GATES)}")
+    if config.mode not in ("hard", "soft"):
+        raise ConfigError(f"dynmm.gate.mode must be 'hard' (DynMM) or 'soft' (DynMM-d), got {config.mode!r}")
+    if config.tau <= 0:
+        raise ConfigError(f"dynmm.gate.tau must be > 0, got {config.tau}")
+    modalities = list(config.modalities or default_modalities)
+    unknown = [m for m in modalities if m not in specs]
+    if unknown:
+        raise ConfigError(f"dynmm.gate.modalities: unknown modality {unknown}; the data set has {sorted(specs)}")
+    gate: Gate
+    if config.kind == "mlp":
+        gate = MLPGate(num_branches, specs, modalities, hidden=config.hidden, dropout=config.dropout)
+    else:
+        gate = TransformerGate(
+            num_branches, specs, modalities, config.hidden, config.nhead, config.num_layers, config.dropout
+        )
+    gate.tau = config.tau
+    gate.mode = cast(GateMode, config.mode)
+    return gate

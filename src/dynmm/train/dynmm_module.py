@@ -7,7 +7,7 @@ batch-norm statistics do not change while the gate learns to route.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -58,3 +58,15 @@ class DynMMGateModule(SupervisedModule):
         self.log("train/expected_cost", resource, prog_bar=True, batch_size=size)
         self.log("train/cheapest_share", (decision.choice == 0).float().mean(), batch_size=size)
         return task + self.resource_weight * resource
+
+    def _eval_step(self, batch: Batch, metrics: Any, stage: str) -> Tensor:
+        """Also log the realized normalised cost and the objective the recipe selects checkpoints by:
+        task loss + λ·cost, the same trade-off the gate is trained for."""
+        loss = super()._eval_step(batch, metrics, stage)
+        decision = self.dynmm.last_gate
+        assert decision is not None
+        size = decision.choice.shape[0]
+        cost = expected_cost(decision.weights, self.dynmm.costs)
+        self.log(f"{stage}/expected_cost", cost, batch_size=size)
+        self.log(f"{stage}/objective", loss + self.resource_weight * cost, batch_size=size, prog_bar=stage == "val")
+        return loss

@@ -16,9 +16,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dynmm.config import DataConfig, ModelConfig, from_dict
+from dynmm.config import DataConfig, ExpertConfig, GateConfig, ModelConfig, from_dict
 from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
+from dynmm.models.modality_level import build_modality_level
 from dynmm.models.static import build_static_model
 from dynmm.specs import ModalitySpec, TaskSpec
 
@@ -29,7 +30,11 @@ DESCRIPTION = "model.json"
 
 @dataclasses.dataclass
 class ExportedModel:
-    """A model rebuilt from an export, with what is needed to evaluate it again."""
+    """A model rebuilt from an export, with what is needed to evaluate it again.
+
+    `model_type` is "static" (one fusion model, `model_config`) or "dynmm" (a ModalityLevelDynMM whose experts
+    are `experts`, each a name and a full ModelConfig, and whose gate is `gate`).
+    """
 
     model: nn.Module
     model_config: ModelConfig
@@ -37,6 +42,12 @@ class ExportedModel:
     specs: dict[str, ModalitySpec]
     task: TaskSpec
     extra: dict[str, Any]
+    model_type: str = "static"
+    experts: list[tuple[str, ModelConfig]] = dataclasses.field(default_factory=list)
+    gate: GateConfig | None = None
+
+
+MODEL_TYPES = ("static", "dynmm")
 
 
 def export_model(
@@ -47,14 +58,22 @@ def export_model(
     specs: dict[str, ModalitySpec],
     task: TaskSpec,
     extra: dict[str, Any] | None = None,
+    experts: list[tuple[str, ModelConfig]] | None = None,
+    gate: GateConfig | None = None,
 ) -> None:
-    """Write weights first, then the description: a description on disk always has its weights."""
+    """Write weights first, then the description: a description on disk always has its weights.
+
+    Pass `experts` and `gate` for a modality-level DynMM model (its experts' full configs and its gate's).
+    """
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    dynmm = experts is not None and gate is not None
     description = {
         "format_version": FORMAT_VERSION,
-        "model_type": "static",
+        "model_type": "dynmm" if dynmm else "static",
         "model": dataclasses.asdict(model_config),
+        "experts": [{"name": name, "model": dataclasses.asdict(cfg)} for name, cfg in experts or []],
+        "gate": dataclasses.asdict(gate) if gate is not None else None,
         "data": dataclasses.asdict(data_config),
         "modalities": {name: {"shape": list(s.shape), "kind": s.kind} for name, s in specs.items()},
         "task": {"kind": task.kind, "num_classes": task.num_classes},
@@ -74,10 +93,11 @@ def load_exported(directory: str | Path) -> ExportedModel:
         description = json.loads(desc_path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{desc_path} is not valid JSON ({err}); the export is corrupt") from err
-    if description.get("format_version") != FORMAT_VERSION or description.get("model_type") != "static":
+    model_type = description.get("model_type")
+    if description.get("format_version") != FORMAT_VERSION or model_type not in MODEL_TYPES:
         raise DataError(
             f"{desc_path}: unsupported export (format_version={description.get('format_version')!r}, "
-            f"model_type={description.get('model_type')!r}); expected version {FORMAT_VERSION}, type 'static'"
+            f"model_type={model_type!r}); expected version {FORMAT_VERSION}, type one of {list(MODEL_TYPES)}"
         )
     try:
         model_config = from_dict(ModelConfig, description["model"], "model")
@@ -87,9 +107,19 @@ def load_exported(directory: str | Path) -> ExportedModel:
             for name, s in description["modalities"].items()
         }
         task = TaskSpec(description["task"]["kind"], int(description["task"]["num_classes"]))
+        experts = [
+            (e.name, from_dict(ModelConfig, e.model, f"experts.{e.name}"))
+            for e in (from_dict(ExpertConfig, raw, "experts") for raw in description.get("experts") or [])
+        ]
+        gate = from_dict(GateConfig, description["gate"], "gate") if model_type == "dynmm" else None
+        model: nn.Module
+        if gate is not None:
+            built = [build_static_model(cfg, specs, task) for _, cfg in experts]
+            model = build_modality_level(built, gate, specs)
+        else:
+            model = build_static_model(model_config, specs, task)
     except (KeyError, TypeError, ConfigError) as err:
         raise DataError(f"{desc_path} does not describe a model: {err}") from err
-    model = build_static_model(model_config, specs, task)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
@@ -104,4 +134,5 @@ def load_exported(directory: str | Path) -> ExportedModel:
             f"unexpected {result.unexpected_keys[:5]}"
         )
     model.eval()
-    return ExportedModel(model, model_config, data_config, specs, task, description.get("extra", {}))
+    extra = description.get("extra", {})
+    return ExportedModel(model, model_config, data_config, specs, task, extra, str(model_type), experts, gate)

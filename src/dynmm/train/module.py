@@ -52,12 +52,15 @@ class SupervisedModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=target.shape[0])
         return loss
 
-    def _eval_step(self, batch: Batch, metrics: Any, stage: str) -> None:
+    def _eval_step(self, batch: Batch, metrics: Any, stage: str) -> Tensor:
+        """Log the task loss and metrics; return the loss so that subclasses can add their own terms."""
         inputs, target = batch
         outputs = self.model(inputs)
-        self.log(f"{stage}/loss", task_loss(self.task, outputs, target), batch_size=target.shape[0])
+        loss = task_loss(self.task, outputs, target)
+        self.log(f"{stage}/loss", loss, batch_size=target.shape[0])
         metrics.update(predictions(self.task, outputs), target)
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=target.shape[0])
+        return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")

@@ -11,19 +11,13 @@ Layout of a run directory:
 from __future__ import annotations
 
 import dataclasses
-import logging
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
-from dynmm.config import RunConfig, dump_config, from_dict, load_yaml, to_dict
+from dynmm.config import RunConfig, TrainConfig, dump_config, from_dict, load_yaml, to_dict
 from dynmm.cost import count_parameters, measure_madds
 from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.errors import ConfigError
@@ -33,11 +27,11 @@ from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.models.static import build_static_model
 from dynmm.specs import TaskSpec
 from dynmm.train.export import export_model
-from dynmm.train.module import OPTIMIZERS, SupervisedModule
+from dynmm.train.fit import check_train_config, fit
+from dynmm.train.module import SupervisedModule
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
-LAST_CHECKPOINT = "last.ckpt"
 
 
 @dataclass
@@ -55,8 +49,8 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
     run_dir = run_directory(config)
     saved = run_dir / CONFIG_FILE
     if resume:
-        if not (run_dir / "checkpoints" / LAST_CHECKPOINT).is_file():
-            raise ConfigError(f"nothing to resume in {run_dir}: checkpoints/{LAST_CHECKPOINT} is missing")
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise ConfigError(f"nothing to resume in {run_dir}: {CONFIG_FILE} is missing")
         previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
         changed = _changed_keys(previous, to_dict(config), allowed={"train.max_epochs", "train.progress_bar"})
         if changed:
@@ -79,32 +73,28 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], allowed: set[str], p
     return changed
 
 
-def _monitor(config: RunConfig, task: TaskSpec) -> tuple[str, str]:
+def monitor_for(train: TrainConfig, task: TaskSpec, default: tuple[str, str] | None = None) -> tuple[str, str]:
+    """(metric, min|max) that picks the best checkpoint: the configured one, else `default`, else the task's."""
     name, mode = primary_metric(task)
-    monitor = config.train.monitor or f"val/{name}"
-    if config.train.monitor_mode is not None:
-        mode = config.train.monitor_mode
-    elif config.train.monitor:
+    monitor, mode = default or (f"val/{name}", mode)
+    monitor = train.monitor or monitor
+    if train.monitor_mode is not None:
+        mode = train.monitor_mode
+    elif train.monitor:
         mode = "min" if monitor.rsplit("/", 1)[-1] in {"loss", "mae"} else "max"
     if mode not in {"min", "max"}:
         raise ConfigError(f"train.monitor_mode must be 'min' or 'max', got {mode!r}")
     return monitor, mode
 
 
-def _quiet_lightning() -> None:
-    """Drop Lightning's start-up chatter (accelerator lines, tips); warnings and errors still show."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-    # On --resume the checkpoint folder is non-empty by design; a fresh run refuses a non-empty run dir earlier.
-    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-
-
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
-    """Train the configured model, keep the best checkpoint by the monitored metric, export and evaluate it."""
-    if config.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer: unknown {config.train.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
+    """Train the configured model (or the DynMM recipe), keep the best checkpoint, export and evaluate it."""
+    if config.dynmm is not None:
+        from dynmm.train.recipe import run_dynmm_recipe
+
+        return run_dynmm_recipe(config, resume)
+    check_train_config(config.train)
     run_dir = _prepare_run_dir(config, resume)
-    _quiet_lightning()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = MultimodalDataModule(
         config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
@@ -117,44 +107,18 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
     module = SupervisedModule(model, info.task, config.train.lr, config.train.weight_decay, config.train.optimizer)
-    monitor, mode = _monitor(config, info.task)
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True
-    )
-    callbacks: list[pl.Callback] = [checkpoint]
-    if config.train.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(monitor, patience=config.train.early_stopping_patience, mode=mode))
-    trainer = pl.Trainer(
-        max_epochs=config.train.max_epochs,
-        accelerator=config.train.accelerator,
-        devices=config.train.devices,
-        deterministic=config.train.deterministic,
-        callbacks=callbacks,
-        logger=CSVLogger(run_dir, name="logs"),  # version_N per (re)start: resuming never deletes logs
-        enable_progress_bar=config.train.progress_bar,
-        enable_model_summary=False,
-        gradient_clip_val=config.train.gradient_clip_val,
-        limit_train_batches=config.train.limit_train_batches,
-        log_every_n_steps=10,
-    )
-    last = run_dir / "checkpoints" / LAST_CHECKPOINT
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
-    train_time = time.perf_counter() - started
-
-    best = checkpoint.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    trained = module.model.cpu()
+    monitor, mode = monitor_for(config.train, info.task)
+    fitted = fit(module, data, run_dir, config.train, monitor, mode, resume)
+    trained = module.model
     metrics: dict[str, Any] = {
         "valid": evaluate(trained, data.val_dataloader(), info.task),
         "test": evaluate(trained, data.test_dataloader(), info.task),
         "madds_per_sample": cost.total,
         "madds_by_part": _parts(cost.by_module),
         "params": count_parameters(trained),
-        "train_time_s": round(train_time, 3),
-        "epochs": trainer.current_epoch,
-        "best_checkpoint": Path(best).name,
+        "train_time_s": fitted.train_time_s,
+        "epochs": fitted.epochs,
+        "best_checkpoint": fitted.best_checkpoint.name,
         "monitor": monitor,
     }
     # The export records the data options actually used (e.g. a data seed filled in from the run seed).

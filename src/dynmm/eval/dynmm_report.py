@@ -1,0 +1,159 @@
+"""Final evaluation of a modality-level DynMM run: metrics.json, routing.json and report.html.
+
+Everything here is measured on the run's evaluation data: the deployed model in dispatch mode (metrics,
+realized MAdds per sample and per class, routing histogram), every expert alone (the static points it is
+compared with), the test-time cost knob β, oracle routing, robustness to noise and to a missing modality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dynmm.data.base import MultimodalDataset, collate
+from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.eval.evaluate import evaluate
+from dynmm.eval.report import write_report
+from dynmm.eval.robustness import NoiseSpec, corrupt
+from dynmm.eval.routing_analysis import (
+    accuracy_name,
+    beta_curve,
+    beta_grid,
+    collect_outputs,
+    dispatch_results,
+    frontier_comparison,
+    oracle_frontier,
+    routing_summary,
+)
+from dynmm.io import atomic_write_json
+from dynmm.models.modality_level import ModalityLevelDynMM
+from dynmm.specs import TaskSpec
+
+ROUTING_FILE = "routing.json"
+NOISE_LEVELS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def loader(dataset: MultimodalDataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+
+
+def metric_of(
+    model: nn.Module, dataset: MultimodalDataset, task: TaskSpec, batch_size: int, missing: Collection[str] = ()
+) -> float:
+    """The accuracy-like metric of a DynMM (dispatch, told what is missing) or a static model."""
+    name = accuracy_name(task)
+    if isinstance(model, ModalityLevelDynMM):
+        return dispatch_results(model, loader(dataset, batch_size), task, missing).metrics[name]
+    return evaluate(model, loader(dataset, batch_size), task)[name]
+
+
+def robustness(
+    model: ModalityLevelDynMM, names: Sequence[str], dataset: MultimodalDataset, task: TaskSpec, batch_size: int
+) -> dict[str, Any]:
+    """Metric vs Gaussian noise level on each modality, and with each modality missing, for DynMM and experts."""
+    models: dict[str, nn.Module] = {"DynMM": model, **dict(zip(names, model.experts, strict=True))}
+    noise = []
+    for modality in sorted(dataset.inputs):
+        curves = {
+            label: [
+                metric_of(m, corrupt(dataset, [NoiseSpec(modality, "gaussian", level)]), task, batch_size)
+                for level in NOISE_LEVELS
+            ]
+            for label, m in models.items()
+        }
+        noise.append({"modality": modality, "levels": list(NOISE_LEVELS), "curves": curves})
+    missing = {
+        modality: {
+            label: metric_of(m, corrupt(dataset, drop=[modality]), task, batch_size, missing=[modality])
+            for label, m in models.items()
+        }
+        for modality in sorted(dataset.inputs)
+    }
+    return {"metric": accuracy_name(task), "noise": noise, "missing": missing}
+
+
+def evaluate_dynmm_run(
+    run_dir: Path,
+    model: ModalityLevelDynMM,
+    names: Sequence[str],
+    data: MultimodalDataModule,
+    stages: dict[str, Any],
+) -> dict[str, Any]:
+    """Measure the trained model on valid and test; write routing.json and report.html; return metrics."""
+    task = data.info.task
+    model.eval()
+    valid = dispatch_results(model, data.val_dataloader(), task)
+    test = dispatch_results(model, data.test_dataloader(), task)
+    routing = routing_summary(test, names, task)
+    record = collect_outputs(model, data.test_dataloader())
+    curve = beta_curve(model, record, task, beta_grid(model, record))
+    oracle = oracle_frontier(model, record, task)
+    low = model.gate_madds + min(model.expert_madds)
+    high = model.gate_madds + max(model.expert_madds)
+    experts = {
+        name: {**evaluate(expert, data.test_dataloader(), task), "madds_per_sample": madds}
+        for name, expert, madds in zip(names, model.experts, model.expert_madds, strict=True)
+    }
+    metric = accuracy_name(task)
+    costliest = names[max(range(len(names)), key=lambda i: model.expert_madds[i])]
+    mean_madds = float(test.madds.mean())
+    metrics: dict[str, Any] = {
+        "valid": valid.metrics,
+        "test": test.metrics,
+        "madds_per_sample": mean_madds,
+        "madds_per_class": routing["madds_per_class"],
+        "expert_madds": dict(zip(names, model.expert_madds, strict=True)),
+        "gate_madds": model.gate_madds,
+        "routing": {"fractions": dict(zip(names, routing["fractions"], strict=True))},
+        "experts": experts,
+        "versus_costliest": {
+            "expert": costliest,
+            "madds_saving": 1.0 - mean_madds / experts[costliest]["madds_per_sample"],
+            f"{metric}_change": test.metrics[metric] - experts[costliest][metric],
+        },
+        "beta_curve": curve,
+        "oracle_frontier": oracle,
+        "frontier": frontier_comparison(curve, oracle, low, high),
+        "robustness": robustness(model, names, data.splits["test"], task, data.batch_size),
+        "stages": stages,
+    }
+    atomic_write_json(run_dir / ROUTING_FILE, routing)
+    write_report(run_dir, report_data(run_dir.name, metrics, routing, metric))
+    return metrics
+
+
+def report_data(title: str, metrics: dict[str, Any], routing: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The report's input, from metrics.json and routing.json of one run."""
+    versus = metrics["versus_costliest"]
+    return {
+        "title": f"DynMM · {title}",
+        "metric": metric,
+        "summary": {
+            f"test {metric}": metrics["test"][metric],
+            "MAdds per sample": metrics["madds_per_sample"],
+            f"MAdds saving vs {versus['expert']}": versus["madds_saving"],
+            f"{metric} change vs {versus['expert']}": versus[f"{metric}_change"],
+            "frontier area / oracle area": metrics["frontier"]["area_ratio"],
+        },
+        "pareto": {
+            "experts": [
+                {"name": n, "madds": e["madds_per_sample"], "metric": e[metric]} for n, e in metrics["experts"].items()
+            ],
+            "dynmm": [{"label": "DynMM", "madds": metrics["madds_per_sample"], "metric": metrics["test"][metric]}],
+            "beta_curve": [{k: p[k] for k in ("beta", "madds", "metric")} for p in metrics["beta_curve"]],
+            "oracle": metrics["oracle_frontier"],
+        },
+        "routing": {k: routing[k] for k in ("experts", "counts", "per_class")},
+        "robustness": [
+            {"title": f"Gaussian noise on {n['modality']}", "xlabel": "noise std / feature std", **_curves(n)}
+            for n in metrics["robustness"]["noise"]
+        ],
+    }
+
+
+def _curves(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"levels": entry["levels"], "curves": entry["curves"]}

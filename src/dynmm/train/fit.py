@@ -1,0 +1,92 @@
+"""Fit one LightningModule in a stage directory: checkpoints (best + last, for resume), CSV logs, timing.
+
+Shared by static runs and every stage of the DynMM recipe, so that checkpointing, early stopping and resume
+behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from dynmm.config import TrainConfig
+from dynmm.errors import ConfigError
+from dynmm.train.module import OPTIMIZERS
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+@dataclass
+class FitResult:
+    best_checkpoint: Path
+    train_time_s: float
+    epochs: int
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's start-up chatter (accelerator lines, tips); warnings and errors still show."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    # On --resume the checkpoint folder is non-empty by design; a fresh run refuses a non-empty run dir earlier.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+
+
+def check_train_config(train: TrainConfig, where: str = "train") -> None:
+    if train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"{where}.optimizer: unknown {train.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
+    if train.max_epochs < 0:
+        raise ConfigError(f"{where}.max_epochs must be >= 0, got {train.max_epochs}")
+
+
+def last_checkpoint(stage_dir: Path) -> Path:
+    return stage_dir / "checkpoints" / LAST_CHECKPOINT
+
+
+def fit(
+    module: pl.LightningModule,
+    data: pl.LightningDataModule,
+    stage_dir: Path,
+    train: TrainConfig,
+    monitor: str,
+    mode: str,
+    resume: bool,
+    callbacks: list[pl.Callback] | None = None,
+) -> FitResult:
+    """Train `module`; resume from `stage_dir`'s last checkpoint when asked; load the best weights back into it."""
+    quiet_lightning()
+    checkpoint = ModelCheckpoint(
+        dirpath=stage_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True
+    )
+    all_callbacks: list[pl.Callback] = [checkpoint, *(callbacks or [])]
+    if train.early_stopping_patience is not None:
+        all_callbacks.append(EarlyStopping(monitor, patience=train.early_stopping_patience, mode=mode))
+    trainer = pl.Trainer(
+        max_epochs=train.max_epochs,
+        accelerator=train.accelerator,
+        devices=train.devices,
+        deterministic=train.deterministic,
+        callbacks=all_callbacks,
+        logger=CSVLogger(stage_dir, name="logs"),  # version_N per (re)start: resuming never deletes logs
+        enable_progress_bar=train.progress_bar,
+        enable_model_summary=False,
+        gradient_clip_val=train.gradient_clip_val,
+        limit_train_batches=train.limit_train_batches,
+        log_every_n_steps=10,
+    )
+    last = last_checkpoint(stage_dir)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None)
+    train_time = time.perf_counter() - started
+    best = Path(checkpoint.best_model_path or last)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    module.cpu()
+    return FitResult(best, round(train_time, 3), trainer.current_epoch)

@@ -1,0 +1,194 @@
+"""The modality-level DynMM recipe as one command, resumable from any stage.
+
+Layout of a DynMM run directory:
+    config.yaml                   the resolved configuration
+    experts/<name>/               stage I: one ordinary static run per expert (reused when finished)
+    gate/, finetune/              stages II and III: checkpoints/, logs/, and weights.safetensors + done.json
+                                  once the stage is complete (a restarted recipe skips completed stages)
+    model.safetensors/.json       the exported DynMM model
+    metrics.json, routing.json    final evaluation (see eval/dynmm_report.py)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from safetensors.torch import load_file, save_file
+
+from dynmm.config import (
+    DataConfig,
+    DynMMConfig,
+    ExpertConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    deep_merge,
+    dump_config,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
+from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.errors import ConfigError
+from dynmm.io import atomic_write, atomic_write_json, atomic_write_text
+from dynmm.models.modality_level import ModalityLevelDynMM, build_modality_level
+from dynmm.specs import TaskSpec
+from dynmm.train.dynmm_module import DynMMGateModule
+from dynmm.train.export import export_model, load_exported
+from dynmm.train.fit import check_train_config, fit
+from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _changed_keys, _prepare_run_dir, monitor_for
+
+STAGE_WEIGHTS = "weights.safetensors"
+STAGE_DONE = "done.json"
+OBJECTIVE = ("val/objective", "min")
+"""Stages II and III keep the checkpoint with the best task loss + λ·cost on validation: the trade-off the gate
+is trained for (selecting by accuracy alone would favour the most expensive routing)."""
+
+
+def check_dynmm_config(config: DynMMConfig) -> None:
+    if len(config.experts) < 2:
+        raise ConfigError(f"dynmm.experts needs at least 2 experts to route between, got {len(config.experts)}")
+    names = [e.name for e in config.experts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"dynmm.experts: names must be unique, got {names}")
+    if config.resource_weight < 0:
+        raise ConfigError(f"dynmm.resource_weight (λ) must be >= 0, got {config.resource_weight}")
+
+
+def stage_train(config: RunConfig, overrides: dict[str, Any] | None, where: str) -> TrainConfig:
+    """The run's `train` section with a stage's overrides merged in."""
+    train = from_dict(TrainConfig, deep_merge(to_dict(config.train), overrides or {}), where)
+    check_train_config(train, where)
+    return train
+
+
+def expert_run_config(config: RunConfig, expert: ExpertConfig, experts_dir: Path) -> RunConfig:
+    """Stage I for one expert: an ordinary static run whose model is the run's `model` + the expert's keys."""
+    assert config.dynmm is not None
+    model = from_dict(ModelConfig, deep_merge(to_dict(config.model), expert.model), f"dynmm.experts.{expert.name}")
+    return dataclasses.replace(
+        config,
+        name=expert.name,
+        output_dir=str(experts_dir),
+        model=model,
+        train=stage_train(config, config.dynmm.expert_train, "dynmm.expert_train"),
+        dynmm=None,
+    )
+
+
+def train_or_reuse(config: RunConfig) -> Path:
+    """Train a static run, resume it if it was interrupted, or reuse it if it finished with the same config."""
+    from dynmm.train.run import run_directory, train_run
+
+    run_dir = run_directory(config)
+    saved = run_dir / CONFIG_FILE
+    if saved.is_file():
+        previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
+        changed = _changed_keys(previous, to_dict(config), allowed={"train.progress_bar"})
+        if changed:
+            raise ConfigError(f"{run_dir} holds a different run ({', '.join(changed)}); remove it or rename")
+        if (run_dir / METRICS_FILE).is_file():
+            return run_dir
+    train_run(config, resume=saved.is_file())
+    return run_dir
+
+
+def stage_data(config: RunConfig, overrides: dict[str, Any] | None) -> DataConfig:
+    return from_dict(DataConfig, deep_merge(to_dict(config.data), overrides or {}), "data")
+
+
+def data_module(config: RunConfig, data: DataConfig) -> MultimodalDataModule:
+    module = MultimodalDataModule(data.name, data.batch_size, data.num_workers, config.seed, data.options)
+    module.setup()
+    return module
+
+
+def run_stage(
+    name: str,
+    run_dir: Path,
+    model: ModalityLevelDynMM,
+    task: TaskSpec,
+    data: MultimodalDataModule,
+    config: RunConfig,
+    train: TrainConfig,
+    train_experts: bool,
+) -> dict[str, Any]:
+    """Train the gate (stage II) or everything (stage III); a completed stage is loaded instead of retrained."""
+    assert config.dynmm is not None
+    stage_dir = run_dir / name
+    done = stage_dir / STAGE_DONE
+    if done.is_file():
+        model.load_state_dict(load_file(str(stage_dir / STAGE_WEIGHTS)))
+        return dict(json.loads(done.read_text()))
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    module = DynMMGateModule(
+        model,
+        task,
+        config.dynmm.resource_weight,
+        train.lr,
+        train.weight_decay,
+        train.optimizer,
+        train_experts=train_experts,
+    )
+    monitor, mode = monitor_for(train, task, default=OBJECTIVE)
+    fitted = fit(module, data, stage_dir, train, monitor, mode, resume=True)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(stage_dir / STAGE_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    summary = {"train_time_s": fitted.train_time_s, "epochs": fitted.epochs, "monitor": monitor}
+    atomic_write_json(done, summary)
+    return summary
+
+
+def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
+    """Stage I experts → stage II gate (experts frozen) → optional stage III fine-tuning → evaluation + export."""
+    from dynmm.eval.dynmm_report import evaluate_dynmm_run
+
+    dyn = config.dynmm
+    assert dyn is not None
+    check_dynmm_config(dyn)
+    run_dir = _prepare_run_dir(config, resume)
+    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+
+    experts_dir = Path(dyn.experts_dir) if dyn.experts_dir else run_dir / "experts"
+    expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
+    expert_dirs = [train_or_reuse(c) for c in expert_configs]
+
+    gate_data = data_module(config, stage_data(config, dyn.gate_data))
+    info = gate_data.info
+    experts = [load_exported(d).model for d in expert_dirs]
+    pl.seed_everything(config.seed, workers=True, verbose=False)  # the same gate init whether experts were reused
+    model = build_modality_level(experts, dyn.gate, info.modalities)
+    stages = {
+        "gate": run_stage(
+            "gate", run_dir, model, info.task, gate_data, config, stage_train(config, dyn.gate_train, "gate"), False
+        )
+    }
+    if dyn.finetune_train is not None:
+        finetune = stage_train(config, dyn.finetune_train, "dynmm.finetune_train")
+        stages["finetune"] = run_stage("finetune", run_dir, model, info.task, gate_data, config, finetune, True)
+    model.eval()
+
+    eval_config = stage_data(config, dyn.eval_data if dyn.eval_data is not None else dyn.gate_data)
+    eval_data = data_module(config, eval_config)
+    exported_data = dataclasses.replace(eval_config, options=dict(eval_data.options))
+    named = [(e.name, c.model) for e, c in zip(dyn.experts, expert_configs, strict=True)]
+    metrics = evaluate_dynmm_run(run_dir, model, [n for n, _ in named], eval_data, stages)
+    export_model(
+        run_dir,
+        model,
+        config.model,
+        exported_data,
+        info.modalities,
+        info.task,
+        {"metrics": {k: metrics[k] for k in ("valid", "test", "madds_per_sample")}},
+        experts=named,
+        gate=dyn.gate,
+    )
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    return RunResult(run_dir, metrics)
