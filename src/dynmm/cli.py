@@ -42,18 +42,70 @@ def train(
 def evaluate_run(
     run_dir: Path = typer.Argument(..., help="A run directory holding model.safetensors and model.json."),
     split: str = typer.Option("test", help="Split to evaluate: train, valid or test."),
+    noise: list[str] = typer.Option([], help="MODALITY:gaussian:LEVEL, noise std = LEVEL × the modality's std."),
+    drop: list[str] = typer.Option([], help="A modality missing at test time (zero-filled; DynMM routes around)."),
+    beta: float = typer.Option(None, help="DynMM test-time cost knob: choose argmax(logits − β·cost)."),
+    target_madds: float = typer.Option(None, help="DynMM: pick β on the valid split to meet this mean MAdds."),
 ) -> None:
-    """Reload a run's exported model (safetensors, no pickle) and recompute its metrics."""
+    """Reload a run's exported model (safetensors, no pickle) and recompute or probe its metrics."""
+    from dynmm.eval.robustness import parse_noise
     from dynmm.train.evaluate_run import evaluate_exported
 
-    results, recorded = evaluate_exported(run_dir, split)
-    table = Table(title=f"{run_dir} · {split}")
+    specs = [parse_noise(text) for text in noise]
+    result = evaluate_exported(run_dir, split, specs, drop, beta, target_madds)
+    probes = [*(f"noise {n}" for n in noise), *(f"drop {d}" for d in drop)]
+    table = Table(title=f"{run_dir} · {split}" + (f" · {', '.join(probes)}" if probes else ""))
     for column in ("metric", "now", "recorded in metrics.json"):
         table.add_column(column)
-    for name, value in results.items():
-        old = recorded.get(name)
+    for name, value in result.metrics.items():
+        old = result.recorded.get(name)
         table.add_row(name, f"{value:.4f}", "-" if old is None else f"{old:.4f}")
     console.print(table)
+    if result.dynmm:
+        facts = result.dynmm
+        console.print(
+            f"β = {facts['beta']:.4g} · MAdds per sample {facts['madds_per_sample']:,.0f} · "
+            f"samples per expert {facts['routing']}"
+        )
+
+
+@app.command(context_settings=OVERRIDES)
+def sweep(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="A DynMM run configuration, e.g. configs/avdigits/dynmm.yaml"),
+    lambdas: str = typer.Option("0,0.01,0.03,0.1,0.3,1", help="Comma-separated resource weights λ."),
+    target_madds: float = typer.Option(None, help="Also report how to meet this mean MAdds budget."),
+    output: Path = typer.Option(None, help="JSON summary (default benchmarks/results/<data>_pareto.json)."),
+) -> None:
+    """Train the DynMM recipe for each λ (experts once) and write the accuracy–MAdds summary."""
+    from dynmm.config import load_config
+    from dynmm.errors import ConfigError
+    from dynmm.train.sweep import run_sweep
+
+    run_config = load_config(config, list(ctx.args))
+    try:
+        values = [float(v) for v in lambdas.split(",") if v]
+    except ValueError as err:
+        raise ConfigError(f"--lambdas takes comma-separated numbers ({err})") from err
+    output = output or Path(f"benchmarks/results/{run_config.data.name}_pareto.json")
+    summary = run_sweep(run_config, values, output, target_madds)
+    table = Table(title=f"{run_config.name} · λ sweep · test {summary['metric']}")
+    for column in ("model", "MAdds/sample", summary["metric"], "cheapest expert share"):
+        table.add_column(column)
+    for expert in summary["experts"]:
+        table.add_row(expert["name"], f"{expert['madds']:,.0f}", f"{expert['metric']:.4f}", "-")
+    for point in summary["points"]:
+        share = next(iter(point["routing"].values()))
+        table.add_row(
+            f"DynMM λ={point['lambda']:g}",
+            f"{point['madds_per_sample']:,.0f}",
+            f"{point['metric']:.4f}",
+            f"{share:.2f}",
+        )
+    console.print(table)
+    if "target" in summary:
+        console.print_json(json.dumps(summary["target"]))
+    console.print(f"results written to [bold]{output}[/bold]")
 
 
 @data_app.command("info")
@@ -94,9 +146,14 @@ def bench_speed(
     ),
 ) -> None:
     """Dense / masked (run every expert) vs dispatch (run only the chosen one): inference time and peak memory."""
-    from rich import box
-
-    from dynmm.bench.speed import SCALES, parse_modes, run_speed_benchmark, run_trained_benchmark, table_rows
+    from dynmm.bench.speed import (
+        SCALES,
+        memory_table,
+        parse_modes,
+        run_speed_benchmark,
+        run_trained_benchmark,
+        time_table,
+    )
     from dynmm.errors import ConfigError
     from dynmm.io import atomic_write_json
 
@@ -121,14 +178,13 @@ def bench_speed(
     atomic_write_json(output, results)
     device = results["environment"]["device"]
     for label, entry in results["models"].items():
-        rows = table_rows(entry, mode_list)
-        title = f"{label}: {entry['source']} · {device}, median of {repeats} · speedup = other / dispatch"
-        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-        for column in rows[0]:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row.values())
-        console.print(table)
+        for what, rows in (("time", time_table(entry, mode_list)), ("peak memory", memory_table(entry, mode_list))):
+            table = Table(title=f"{label} · {what} · {entry['source']} · {device}, median of {repeats} calls")
+            for column in rows[0]:
+                table.add_column(column)
+            for row in rows:
+                table.add_row(*row.values())
+            console.print(table)
     console.print(f"results written to [bold]{output}[/bold]")
 
 

@@ -45,7 +45,8 @@ def dispatch(branches: Sequence[Branch], inputs: Inputs, choice: Tensor) -> Tens
     for branch, rows in zip(branches, rows_per_branch(choice, len(branches)), strict=True):
         if rows.numel() == 0:
             continue
-        result = branch(take_rows(inputs, rows))
+        needed = getattr(branch, "modalities", None)  # gather only what the branch reads (e.g. not the audio)
+        result = branch(take_rows(inputs if needed is None else {m: inputs[m] for m in needed if m in inputs}, rows))
         if out is None:
             out = result.new_zeros((batch, *result.shape[1:]))
         out = out.index_copy(0, rows, result)  # out of place, so gradients reach the chosen branches

@@ -74,3 +74,37 @@ def test_bad_configuration():
         model.set_mode("sparse")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="2 branches but 1 experts"):
         ModalityLevelDynMM([model.experts[0]], model.gate, batch(1))
+
+
+def test_a_missing_modality_routes_to_an_expert_that_does_not_need_it():
+    model = build()
+    model.beta = -100.0  # left alone, every row would go to the full expert (text + audio)
+    x = batch(16)
+    x["audio"] = torch.zeros_like(x["audio"])
+    with torch.no_grad():
+        out = model(x, missing=["audio"])
+        assert bool((model.last_gate.choice == 0).all())
+        torch.testing.assert_close(out, model.experts[0](x))
+        model(x, missing=["text"])  # every expert needs text: the gate decides as usual
+        assert bool((model.last_gate.choice == 1).all())
+
+
+def test_soft_gate_is_dynmm_d_every_expert_mixed_and_paid():
+    model = build()
+    model.gate.mode = "soft"
+    x = batch(8)
+    with torch.no_grad():
+        out = model(x)
+        weights = torch.softmax(model.gate.logits(x), dim=1)
+        reference = sum(weights[:, i : i + 1] * expert(x) for i, expert in enumerate(model.experts))
+    torch.testing.assert_close(out, reference, atol=1e-6, rtol=0)
+    counted = count_madds(lambda: model(x)).total / 8
+    assert counted == pytest.approx(float(model.realized_madds(model.last_gate.choice).mean()))
+    assert counted == pytest.approx(model.gate_madds + sum(model.expert_madds))
+
+
+def test_linear_gate_is_cheap():
+    linear = MLPGate(2, SPECS, ["text"], hidden=0)
+    assert len(linear.net) == 1 and linear.net[0].in_features == 10
+    with pytest.raises(ConfigError, match="hidden size must be >= 0"):
+        MLPGate(2, SPECS, ["text"], hidden=-1)

@@ -43,7 +43,8 @@ def test_run_directory_has_everything(finished_run):
 
 def test_eval_from_safetensors_reproduces_metrics(finished_run):
     result, _ = finished_run
-    now, recorded = evaluate_exported(result.run_dir, "test")
+    evaluation = evaluate_exported(result.run_dir, "test")
+    now, recorded = evaluation.metrics, evaluation.recorded
     for name, value in recorded.items():
         assert now[name] == pytest.approx(value, abs=1e-6), name
 

@@ -7,9 +7,7 @@ finished runs whose saved configuration is identical.
 
 from __future__ import annotations
 
-import json
 import platform
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from dynmm.config import RunConfig, deep_merge, dump_config, from_dict, load_yaml
+from dynmm.config import RunConfig, deep_merge, from_dict, load_yaml
 from dynmm.errors import ConfigError
 from dynmm.io import atomic_write_json, atomic_write_text
-from dynmm.train.run import CONFIG_FILE, METRICS_FILE, run_directory, train_run
+from dynmm.train.run import run_or_reuse
 
 HEADLINE = {"mosi": ["acc2", "acc2_nonzero", "acc7", "mae", "corr"], "avdigits": ["accuracy", "macro_f1"]}
 
@@ -56,20 +54,6 @@ def baseline_configs(
             for seed in range(seeds)
         ]
     return configs
-
-
-def run_or_reuse(config: RunConfig) -> dict[str, Any]:
-    """Train, or reuse a finished run whose saved configuration is the same (so restarts skip done work)."""
-    run_dir = run_directory(config)
-    if (run_dir / METRICS_FILE).is_file():
-        if (run_dir / CONFIG_FILE).read_text() == dump_config(config):
-            return json.loads((run_dir / METRICS_FILE).read_text())
-        raise ConfigError(f"{run_dir} holds a finished run with another configuration; move it away first")
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return train_run(config, resume=True).metrics
-    if run_dir.exists():  # created but killed before its first checkpoint: nothing worth keeping
-        shutil.rmtree(run_dir)
-    return train_run(config).metrics
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -114,7 +98,7 @@ def run_baselines(
                 runs = []
                 for config in configs:
                     progress.set_postfix_str(config.name)
-                    runs.append(run_or_reuse(config))
+                    runs.append(run_or_reuse(config).metrics)
                     progress.update()
                 models[label] = aggregate(configs[0], runs)
             results["datasets"][dataset] = models

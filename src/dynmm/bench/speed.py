@@ -1,9 +1,12 @@
-"""Does a MAdds saving become wall-clock time? Masked (papers' way) vs dispatch inference, forced routings.
+"""Does a MAdds saving become wall-clock time and memory? Dense, masked and dispatch inference, side by side.
 
-For each batch size and each fraction of samples routed to the cheap expert, time the gate plus
+For each batch size and routing, time one inference call (the gate always runs and is paid) in each mode:
+- dense: every expert on every row, summed with one-hot weights (what training does);
 - masked: every expert on every row, one-hot mask keeps the chosen output (what the published code does);
 - dispatch: each expert only on its rows (ours);
-and compare the realized speedup (median time masked / dispatch) with the one the counted MAdds predict.
+and compare dispatch's realized speedup (median time of the other mode / dispatch) with the one the counted
+MAdds predict, next to the peak memory each mode allocates. The routing is either forced (a given share of rows
+on the cheapest expert, the rest on the most expensive) or the trained gate's own eval-mode choice.
 """
 
 from __future__ import annotations
@@ -13,93 +16,222 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 
 from dynmm.cost import count_madds
+from dynmm.errors import ConfigError
 from dynmm.models.modality_level import ModalityLevelDynMM
-from dynmm.routing import Mode, route, take_rows
+from dynmm.routing import MODES, Mode, route, take_rows
 from dynmm.specs import Inputs
 
+Routing = Literal["forced", "trained"]
 
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
+
+def _device(inputs: Inputs) -> torch.device:
+    return next(iter(inputs.values())).device
+
+
+def _synchronize(device: torch.device) -> None:
+    """CUDA kernels run asynchronously: wait for them, or the clock stops before the work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 3, device: torch.device | None = None) -> float:
     """Median wall-clock of `fn()` over `repeats` calls after `warmup` untimed ones (no grad)."""
+    device = device or torch.device("cpu")
     with torch.inference_mode():
         for _ in range(warmup):
             fn()
         times = []
         for _ in range(repeats):
+            _synchronize(device)
             start = time.perf_counter()
             fn()
+            _synchronize(device)
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def forced_choice(batch: int, cheap_fraction: float, seed: int = 0) -> Tensor:
-    """round(fraction·batch) rows on expert 0 (the cheap one), the rest on the last expert, in seeded order."""
+def _cpu_allocations(prof: torch.profiler.profile) -> list[tuple[int, int]]:
+    """(time ns, bytes) of every CPU-allocator call the profiler saw, in time order; bytes < 0 for a free.
+
+    Read from the raw event tree because `prof.events()` folds the allocations made inside an op into that op's
+    net memory (losing the intra-op peak) and lists as `[memory]` only the ones made outside any op.
+    """
+    from torch._C._profiler import _ExtraFields_Allocation
+
+    results = prof.profiler.kineto_results if prof.profiler is not None else None
+    if results is None:
+        raise RuntimeError("torch.profiler returned no results; cannot measure peak memory")
+    found, stack = [], list(results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        stack.extend(event.children)
+        fields = event.extra_fields
+        if isinstance(fields, _ExtraFields_Allocation) and fields.device.type == "cpu":
+            found.append((event.start_time_ns, fields.alloc_size))
+    return sorted(found, key=lambda event: (event[0], -event[1]))  # a tie counts the allocation first
+
+
+def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Highest running sum of allocated minus freed bytes while `fn()` runs (see peak_memory_bytes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for _, size in _cpu_allocations(prof):
+        live += size
+        peak = max(peak, live)
+    return peak
+
+
+def _cuda_peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
+    """The caching allocator's own high-water mark over the call, minus what was live before it."""
+    _synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        fn()
+    _synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | None = None) -> int:
+    """Peak bytes torch allocates during one `fn()` call, above what was live before it (0 if nothing).
+
+    CPU: torch.profiler with profile_memory=True records every allocation and free of PyTorch's CPU allocator with a
+    timestamp and size; their running sum in time order is the memory the call holds at each moment, so its maximum
+    is the call's peak (memory allocated outside PyTorch's allocator, e.g. by a BLAS library, is not seen).
+    CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats (bytes in tensors, not the cache).
+    Call it after a warm-up, so one-off caches (e.g. oneDNN primitives) do not count as the call's memory.
+    """
+    device = device or torch.device("cpu")
+    return _cuda_peak_bytes(fn, device) if device.type == "cuda" else _cpu_peak_bytes(fn)
+
+
+def forced_choice(batch: int, cheap_fraction: float, seed: int = 0, expensive: int = 1) -> Tensor:
+    """round(fraction·batch) rows on expert 0 (the cheap one), the rest on `expensive`, in seeded order."""
     cheap = round(cheap_fraction * batch)
-    choice = torch.full((batch,), 1, dtype=torch.long)
+    choice = torch.full((batch,), expensive, dtype=torch.long)
     choice[torch.randperm(batch, generator=torch.Generator().manual_seed(seed))[:cheap]] = 0
     return choice
 
 
 def tile_rows(inputs: Inputs, batch: int) -> Inputs:
     """A batch of `batch` rows cycling through the given ones."""
-    n = next(iter(inputs.values())).shape[0]
-    return take_rows(inputs, torch.arange(batch) % n)
+    first = next(iter(inputs.values()))
+    return take_rows(inputs, torch.arange(batch, device=first.device) % first.shape[0])
 
 
-MEASURED: tuple[Mode, ...] = ("masked", "dispatch")
+def gate_choice(model: ModalityLevelDynMM, x: Inputs) -> Tensor:
+    """The routing the model's own eval forward takes: the gate's argmax(logits − β·cost)."""
+    return model.gate(x, cost_penalty=model.penalty()).choice
 
 
-def _gate_then_route(
-    model: ModalityLevelDynMM, experts: list[nn.Module], x: Inputs, choice: Tensor, mode: Mode
-) -> Callable[[], Tensor]:
-    """One inference call with a forced routing; the gate runs (and is paid) in every mode."""
+def _inference_call(model: ModalityLevelDynMM, x: Inputs, mode: Mode, forced: Tensor | None) -> Callable[[], Tensor]:
+    """One inference call: the gate runs (and is paid) in every mode; its choice is used unless one is forced."""
+    experts = list(model.experts)
 
     def call() -> Tensor:
-        model.gate.logits(x)
-        return route(experts, x, choice, None, mode)
+        choice = gate_choice(model, x)
+        if forced is not None:
+            choice = forced
+        weights = F.one_hot(choice, len(experts)).float() if mode == "dense" else None
+        return route(experts, x, choice, weights, mode)
 
     return call
 
 
+def speedups(values: dict[Mode, float]) -> dict[str, float]:
+    """How many times more the other modes spend than dispatch: {"vs_dense": dense / dispatch, ...}."""
+    if "dispatch" not in values:
+        return {}
+    return {f"vs_{mode}": values[mode] / values["dispatch"] for mode in values if mode != "dispatch"}
+
+
+def measure_modes(
+    model: ModalityLevelDynMM, x: Inputs, forced: Tensor | None, modes: Sequence[Mode], repeats: int
+) -> dict[str, Any]:
+    """Counted MAdds per sample, median time and peak memory of one inference call in each mode."""
+    device, batch = _device(x), next(iter(x.values())).shape[0]
+    calls = {mode: _inference_call(model, x, mode, forced) for mode in modes}
+    madds = {mode: count_madds(call).total / batch for mode, call in calls.items()}
+    seconds = {mode: median_seconds(call, repeats, device=device) for mode, call in calls.items()}
+    peaks = {mode: peak_memory_bytes(call, device) for mode, call in calls.items()}  # after timing's warm-up
+    return {
+        "madds_per_sample": madds,
+        "median_ms": {mode: 1e3 * s for mode, s in seconds.items()},
+        "peak_memory_bytes": peaks,
+        "predicted_speedup": speedups(madds),
+        "realized_speedup": speedups(seconds),
+    }
+
+
+def _row(routing: Routing, choice: Tensor, measured: dict[str, Any], target: float | None = None) -> dict[str, Any]:
+    """One JSON row; `cheap_fraction` is the share of rows that really went to the cheap expert (for a forced
+    routing it can differ from the target `round(target·batch)/batch`, e.g. 0 of 1 row at target 0.25)."""
+    row: dict[str, Any] = {"routing": routing, "batch_size": choice.shape[0]}
+    row["cheap_fraction"] = float((choice == 0).float().mean())
+    if target is not None:
+        row["target_cheap_fraction"] = target
+    return row | measured
+
+
 def speed_rows(
-    model: ModalityLevelDynMM, inputs: Inputs, batch_sizes: Sequence[int], fractions: Sequence[float], repeats: int
+    model: ModalityLevelDynMM,
+    inputs: Inputs,
+    batch_sizes: Sequence[int],
+    fractions: Sequence[float],
+    repeats: int,
+    modes: Sequence[Mode] = MODES,
 ) -> list[dict[str, Any]]:
-    """One row per (batch size, cheap fraction): MAdds per sample and median times of masked and dispatch."""
+    """Forced routings: per (batch size, cheap fraction), that share of rows on the cheapest expert, the rest on
+    the most expensive one, so the saving is known in advance whatever the gate learned."""
     model.eval()
-    experts: list[nn.Module] = [model.experts[0], model.experts[len(model.experts) - 1]]
     rows = []
     for batch in batch_sizes:
         x = tile_rows(inputs, batch)
         for fraction in fractions:
-            choice = forced_choice(batch, fraction)
-
-            calls = {mode: _gate_then_route(model, experts, x, choice, mode) for mode in MEASURED}
-            madds = {mode: count_madds(call).total / batch for mode, call in calls.items()}
-            seconds = {mode: median_seconds(call, repeats) for mode, call in calls.items()}
-            rows.append(
-                {
-                    "batch_size": batch,
-                    "cheap_fraction": fraction,
-                    "madds_per_sample": madds,
-                    "median_ms": {k: 1e3 * v for k, v in seconds.items()},
-                    "predicted_speedup": madds["masked"] / madds["dispatch"],
-                    "realized_speedup": seconds["masked"] / seconds["dispatch"],
-                }
-            )
+            choice = forced_choice(batch, fraction, expensive=len(model.experts) - 1).to(_device(x))
+            rows.append(_row("forced", choice, measure_modes(model, x, choice, modes, repeats), target=fraction))
     return rows
 
 
-def environment() -> dict[str, Any]:
+def _check_hard_gate(model: ModalityLevelDynMM) -> None:
+    if model.gate.mode == "soft":
+        raise ConfigError("a soft gate (DynMM-d) mixes every expert on every row: there is nothing to dispatch")
+
+
+def trained_rows(
+    model: ModalityLevelDynMM, inputs: Inputs, batch_sizes: Sequence[int], repeats: int, modes: Sequence[Mode] = MODES
+) -> list[dict[str, Any]]:
+    """The trained gate's own eval-mode routing on real inputs: the saving a deployment actually gets."""
+    _check_hard_gate(model)
+    model.eval()
+    rows = []
+    for batch in batch_sizes:
+        x = tile_rows(inputs, batch)
+        with torch.inference_mode():
+            choice = gate_choice(model, x)
+        rows.append(_row("trained", choice, measure_modes(model, x, None, modes, repeats)))
+    return rows
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """What the timings depend on, so that results from different machines are not compared blindly."""
+    device = device or torch.device("cpu")
     return {
         "torch": torch.__version__,
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
 
 
@@ -129,15 +261,94 @@ def avdigits_dynmm(scale: str, rows: int = 256) -> tuple[ModalityLevelDynMM, Inp
     return ModalityLevelDynMM([cheap, full], gate, inputs), inputs
 
 
+def load_run(run_dir: str | Path) -> tuple[ModalityLevelDynMM, Inputs]:
+    """A run's exported DynMM and its data set's test inputs (the rows its gate is meant to route)."""
+    from dynmm.data.registry import load_dataset
+    from dynmm.train.export import load_exported
+
+    exported = load_exported(run_dir)
+    if not isinstance(exported.model, ModalityLevelDynMM):
+        raise ConfigError(
+            f"{run_dir}: the speed benchmark needs a modality-level DynMM run, but this run exported a "
+            f"{type(exported.model).__name__} (a static model has no routing to time)"
+        )
+    _check_hard_gate(exported.model)
+    inputs = load_dataset(exported.data_config.name, **exported.data_config.options)["test"].inputs
+    return exported.model, inputs
+
+
+def _model_entry(model: ModalityLevelDynMM, source: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"source": source, "expert_madds": model.expert_madds, "gate_madds": model.gate_madds, "rows": rows}
+
+
+def _results(device: torch.device, repeats: int, modes: Sequence[Mode], models: dict[str, Any]) -> dict[str, Any]:
+    return {"environment": environment(device), "repeats": repeats, "modes": list(modes), "models": models}
+
+
 def run_speed_benchmark(
-    scales: Sequence[str], batch_sizes: Sequence[int], fractions: Sequence[float], repeats: int
+    scales: Sequence[str],
+    batch_sizes: Sequence[int],
+    fractions: Sequence[float],
+    repeats: int,
+    modes: Sequence[Mode] = MODES,
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"environment": environment(), "repeats": repeats, "scales": {}}
+    """Forced routings on untrained AV digits DynMMs, one model per scale."""
+    models = {}
     for scale in scales:
         model, inputs = avdigits_dynmm(scale, rows=max(batch_sizes))
-        results["scales"][scale] = {
-            "expert_madds": model.expert_madds,
-            "gate_madds": model.gate_madds,
-            "rows": speed_rows(model, inputs, batch_sizes, fractions, repeats),
-        }
-    return results
+        rows = speed_rows(model, inputs, batch_sizes, fractions, repeats, modes)
+        models[scale] = _model_entry(model, f"untrained AV digits DynMM, scale {scale}", rows)
+    return _results(torch.device("cpu"), repeats, modes, models)
+
+
+def run_trained_benchmark(
+    run_dir: str | Path,
+    batch_sizes: Sequence[int],
+    fractions: Sequence[float],
+    repeats: int,
+    modes: Sequence[Mode] = MODES,
+) -> dict[str, Any]:
+    """A trained run: its gate's own routing on the test inputs, then the forced shares on the same model."""
+    model, inputs = load_run(run_dir)
+    rows = trained_rows(model, inputs, batch_sizes, repeats, modes)
+    rows += speed_rows(model, inputs, batch_sizes, fractions, repeats, modes)
+    return _results(_device(inputs), repeats, modes, {Path(run_dir).name: _model_entry(model, str(run_dir), rows)})
+
+
+def parse_modes(text: str) -> list[Mode]:
+    """`--modes dense,dispatch` -> ["dense", "dispatch"], in the canonical order, unknown names refused."""
+    names = [m for m in text.split(",") if m]
+    if not names or any(m not in MODES for m in names):
+        raise ConfigError(f"--modes takes a comma-separated subset of {list(MODES)}, got {text!r}")
+    return [m for m in MODES if m in names]
+
+
+def _millions(value: float) -> str:
+    return f"{value / 1e6:.2f}"
+
+
+def _setting(row: dict[str, Any]) -> dict[str, str]:
+    return {"batch": str(row["batch_size"]), "routing": row["routing"], "cheap": f"{row['cheap_fraction']:.2f}"}
+
+
+def time_table(entry: dict[str, Any], modes: Sequence[str]) -> list[dict[str, str]]:
+    """The CLI's cost table for one model: per mode MAdds (M) and median ms, then dispatch's speedups."""
+    table = []
+    for row in entry["rows"]:
+        cells = _setting(row)
+        cells |= {f"MAdds M {mode}": _millions(row["madds_per_sample"][mode]) for mode in modes}
+        cells |= {f"ms {mode}": f"{row['median_ms'][mode]:.2f}" for mode in modes}
+        for key, value in row["predicted_speedup"].items():
+            versus = key.removeprefix("vs_")
+            cells[f"pred. vs {versus}"] = f"{value:.2f}×"
+            cells[f"real. vs {versus}"] = f"{row['realized_speedup'][key]:.2f}×"
+        table.append(cells)
+    return table
+
+
+def memory_table(entry: dict[str, Any], modes: Sequence[str]) -> list[dict[str, str]]:
+    """The CLI's memory table for one model: per mode the peak MiB one inference call allocates."""
+    return [
+        _setting(row) | {f"peak MiB {mode}": f"{row['peak_memory_bytes'][mode] / 2**20:.2f}" for mode in modes}
+        for row in entry["rows"]
+    ]

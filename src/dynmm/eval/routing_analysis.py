@@ -149,18 +149,27 @@ def beta_grid(model: ModalityLevelDynMM, record: ExpertOutputs, points: int = 20
 def beta_curve(
     model: ModalityLevelDynMM, record: ExpertOutputs, task: TaskSpec, betas: Sequence[float]
 ) -> list[dict[str, float]]:
-    """Accuracy and mean realized MAdds for each β, cheapest last; duplicate routings are dropped."""
-    curve, seen = [], set()
-    for beta in betas:
+    """Accuracy and mean realized MAdds for each distinct routing along β (ascending β, costliest first).
+
+    Consecutive βs that give the same routing are merged; the point's β is the middle of that range, so a β
+    picked on one split sits away from the edges where the routing flips.
+    """
+    curve: list[dict[str, float]] = []
+    last_key = b""
+    for beta in sorted(betas):
         choice, outputs = reroute(model, record, beta)
         key = choice.numpy().tobytes()
-        if key in seen:
+        if curve and key == last_key:
+            curve[-1]["beta_high"] = beta
+            curve[-1]["beta"] = (curve[-1]["beta_low"] + beta) / 2
             continue
-        seen.add(key)
+        last_key = key
         correct = per_sample_correct(task, outputs, record.target)
         curve.append(
             {
                 "beta": beta,
+                "beta_low": beta,
+                "beta_high": beta,
                 "madds": float(model.realized_madds(choice).mean()),
                 "metric": float(correct.float().mean()),
                 "cheapest_share": float((choice == int(model.costs.argmin())).float().mean()),

@@ -37,6 +37,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     # On --resume the checkpoint folder is non-empty by design; a fresh run refuses a non-empty run dir earlier.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    # DynMM stage II keeps its frozen experts in eval mode on purpose (no dropout, fixed batch-norm statistics).
+    warnings.filterwarnings("ignore", message="Found .* module\\(s\\) in eval mode at the start of training")
 
 
 def check_train_config(train: TrainConfig, where: str = "train") -> None:

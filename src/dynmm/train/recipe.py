@@ -29,7 +29,6 @@ from dynmm.config import (
     deep_merge,
     dump_config,
     from_dict,
-    load_yaml,
     to_dict,
 )
 from dynmm.data.datamodule import MultimodalDataModule
@@ -40,7 +39,7 @@ from dynmm.specs import TaskSpec
 from dynmm.train.dynmm_module import DynMMGateModule
 from dynmm.train.export import export_model, load_exported
 from dynmm.train.fit import check_train_config, fit
-from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _changed_keys, _prepare_run_dir, monitor_for
+from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_dir, monitor_for, run_or_reuse
 
 STAGE_WEIGHTS = "weights.safetensors"
 STAGE_DONE = "done.json"
@@ -78,23 +77,6 @@ def expert_run_config(config: RunConfig, expert: ExpertConfig, experts_dir: Path
         train=stage_train(config, config.dynmm.expert_train, "dynmm.expert_train"),
         dynmm=None,
     )
-
-
-def train_or_reuse(config: RunConfig) -> Path:
-    """Train a static run, resume it if it was interrupted, or reuse it if it finished with the same config."""
-    from dynmm.train.run import run_directory, train_run
-
-    run_dir = run_directory(config)
-    saved = run_dir / CONFIG_FILE
-    if saved.is_file():
-        previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
-        changed = _changed_keys(previous, to_dict(config), allowed={"train.progress_bar"})
-        if changed:
-            raise ConfigError(f"{run_dir} holds a different run ({', '.join(changed)}); remove it or rename")
-        if (run_dir / METRICS_FILE).is_file():
-            return run_dir
-    train_run(config, resume=saved.is_file())
-    return run_dir
 
 
 def stage_data(config: RunConfig, overrides: dict[str, Any] | None) -> DataConfig:
@@ -157,7 +139,7 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
 
     experts_dir = Path(dyn.experts_dir) if dyn.experts_dir else run_dir / "experts"
     expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
-    expert_dirs = [train_or_reuse(c) for c in expert_configs]
+    expert_dirs = [run_or_reuse(c).run_dir for c in expert_configs]
 
     gate_data = data_module(config, stage_data(config, dyn.gate_data))
     info = gate_data.info

@@ -11,6 +11,7 @@ Layout of a run directory:
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,24 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     export_model(run_dir, trained, config.model, data_config, info.modalities, info.task, {"metrics": metrics})
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return RunResult(run_dir, metrics)
+
+
+def run_or_reuse(config: RunConfig) -> RunResult:
+    """Train; resume a run that was interrupted; or reuse one that finished with the same configuration.
+
+    Sweeps, benchmarks and the DynMM recipe's stage I call this, so a restarted job skips finished work.
+    """
+    run_dir = run_directory(config)
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        return train_run(config)
+    previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
+    changed = _changed_keys(previous, to_dict(config), allowed={"train.progress_bar"})
+    if changed:
+        raise ConfigError(f"{run_dir} holds a run with another configuration ({', '.join(changed)}); move it away")
+    if (run_dir / METRICS_FILE).is_file():
+        return RunResult(run_dir, json.loads((run_dir / METRICS_FILE).read_text()))
+    return train_run(config, resume=True)
 
 
 def _parts(by_module: dict[str, int]) -> dict[str, int]:
