@@ -50,9 +50,13 @@ def test_demo_runs_the_quick_baselines_on_both_data_sets(monkeypatch, tmp_path):
         return {"seeds": seeds, "datasets": {}}
 
     monkeypatch.setattr(baselines, "run_baselines", fake_run)
+    import dynmm.demo as demo
+
+    monkeypatch.setattr(demo, "run_demo_dynmm", lambda root: [calls.append(("dynmm", root)) or root / "report.html"])
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path / "demo.json")])
     assert result.exit_code == 0, result.output
-    ((spec, datasets, seeds, quick, output, runs_root),) = calls
+    (spec, datasets, seeds, quick, output, runs_root), dynmm_call = calls
+    assert dynmm_call == ("dynmm", tmp_path) and "DynMM report" in result.output
     assert datasets == ["mosi", "avdigits"] and seeds == 1 and quick is True
     assert all(isinstance(p, Path) for p in (spec, output, runs_root))
     assert spec.is_file()

@@ -108,6 +108,17 @@ def sweep(
     console.print(f"results written to [bold]{output}[/bold]")
 
 
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A finished DynMM run directory."),
+    sweep: Path = typer.Option(None, help="A λ-sweep summary (dynmm sweep's JSON) to add to the Pareto plot."),
+) -> None:
+    """Rebuild RUN/report.html from its metrics, routing, speed.json (dynmm bench speed --run) and a sweep."""
+    from dynmm.eval.dynmm_report import write_run_report
+
+    console.print(f"report written to [bold]{write_run_report(run_dir, sweep)}[/bold]")
+
+
 @data_app.command("info")
 def data_info() -> None:
     """Print every bundled data set: samples per split, modalities, shapes, task."""
@@ -192,8 +203,12 @@ def bench_speed(
 def demo(
     output: Path = typer.Option(Path("runs/demo/baselines.json"), help="Where the demo writes its results."),
 ) -> None:
-    """A short baselines benchmark on both bundled data sets (a few minutes on 2 CPU cores)."""
+    """Quick baselines, then a short DynMM run on each bundled data set ending in report.html (~10 min, 2 cores)."""
+    from dynmm.demo import run_demo_dynmm
+
     _baselines(Path("configs/baselines.yaml"), ["mosi", "avdigits"], 1, True, output, Path("runs"))
+    for report_path in run_demo_dynmm(output.parent):
+        console.print(f"DynMM report: [bold]{report_path}[/bold]")
 
 
 def _baselines(spec: Path, datasets: list[str], seeds: int, quick: bool, output: Path, runs_dir: Path) -> None:

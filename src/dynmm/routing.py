@@ -46,7 +46,10 @@ def dispatch(branches: Sequence[Branch], inputs: Inputs, choice: Tensor) -> Tens
         if rows.numel() == 0:
             continue
         needed = getattr(branch, "modalities", None)  # gather only what the branch reads (e.g. not the audio)
-        result = branch(take_rows(inputs if needed is None else {m: inputs[m] for m in needed if m in inputs}, rows))
+        own = inputs if needed is None else {m: inputs[m] for m in needed if m in inputs}
+        if rows.numel() == batch:  # every row chose this branch: no copy in, no copy out
+            return branch(own)
+        result = branch(take_rows(own, rows))
         if out is None:
             out = result.new_zeros((batch, *result.shape[1:]))
         out = out.index_copy(0, rows, result)  # out of place, so gradients reach the chosen branches

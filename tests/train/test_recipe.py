@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from dynmm.cli import app
 from dynmm.config import load_config
-from dynmm.errors import ConfigError
+from dynmm.errors import ConfigError, DataError
 from dynmm.models.modality_level import ModalityLevelDynMM
 from dynmm.train.evaluate_run import evaluate_exported
 from dynmm.train.export import load_exported
@@ -149,3 +149,22 @@ def test_eval_and_sweep_from_the_command_line(finished, tmp_path):
     summary = json.loads(summary_path.read_text())
     assert [p["lambda"] for p in summary["points"]] == [0.0, 1.0]
     assert {e["name"] for e in summary["experts"]} == {"text", "late_fusion"}
+
+
+def test_report_command_adds_speed_and_sweep(finished, tmp_path):
+    from dynmm.bench.speed import run_trained_benchmark
+    from dynmm.eval.dynmm_report import write_run_report
+    from dynmm.io import atomic_write_json
+
+    result, _ = finished
+    run = result.run_dir
+    atomic_write_json(run / "speed.json", run_trained_benchmark(run, [4], [0.5], repeats=1))
+    sweep = tmp_path / "sweep.json"
+    point = {"lambda": 0.5, "madds_per_sample": 3000.0, "metric": 0.7}
+    atomic_write_json(sweep, {"points": [point]})
+    out = CliRunner().invoke(app, ["report", str(run), "--sweep", str(sweep)])
+    assert out.exit_code == 0, out.output
+    html = (run / "report.html").read_text()
+    assert "figures/speed.png" in html and "λ=0.5" in html and "figures/pareto.png" in html
+    with pytest.raises(DataError, match="metrics.json is missing"):
+        write_run_report(tmp_path)

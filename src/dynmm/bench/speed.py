@@ -12,10 +12,13 @@ on the cheapest expert, the rest on the most expensive) or the trained gate's ow
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,11 +82,30 @@ def _cpu_allocations(prof: torch.profiler.profile) -> list[tuple[int, int]]:
     return sorted(found, key=lambda event: (event[0], -event[1]))  # a tie counts the allocation first
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """The profiler's native layer prints two log lines per session straight to file descriptor 2, which no
+    logging setting turns off; hide them (Python exceptions still propagate)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
     """Highest running sum of allocated minus freed bytes while `fn()` runs (see peak_memory_bytes)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _native_stderr_silenced(),
+        torch.inference_mode(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         fn()
     live = peak = 0
     for _, size in _cpu_allocations(prof):

@@ -7,6 +7,7 @@ compared with), the test-time cost knob β, oracle routing, robustness to noise 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from dynmm.data.base import MultimodalDataset, collate
 from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.errors import DataError
 from dynmm.eval.evaluate import evaluate
 from dynmm.eval.report import write_report
 from dynmm.eval.robustness import NoiseSpec, corrupt
@@ -34,6 +36,8 @@ from dynmm.models.modality_level import ModalityLevelDynMM
 from dynmm.specs import TaskSpec
 
 ROUTING_FILE = "routing.json"
+METRICS_FILE = "metrics.json"
+SPEED_FILE = "speed.json"
 NOISE_LEVELS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -122,14 +126,45 @@ def evaluate_dynmm_run(
         "stages": stages,
     }
     atomic_write_json(run_dir / ROUTING_FILE, routing)
-    write_report(run_dir, report_data(run_dir.name, metrics, routing, metric))
+    write_report(run_dir, report_data(run_dir.name, metrics, routing))
     return metrics
 
 
-def report_data(title: str, metrics: dict[str, Any], routing: dict[str, Any], metric: str) -> dict[str, Any]:
-    """The report's input, from metrics.json and routing.json of one run."""
+def write_run_report(run_dir: Path, sweep: Path | None = None) -> Path:
+    """(Re)build report.html of a finished DynMM run from its JSON files, adding the speed measured by
+    `dynmm bench speed --run RUN` (RUN/speed.json) and the points of a λ sweep when given."""
+    for name in (METRICS_FILE, ROUTING_FILE):
+        if not (run_dir / name).is_file():
+            raise DataError(f"{run_dir / name} is missing: is {run_dir} a finished DynMM run?")
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    if "beta_curve" not in metrics:
+        raise DataError(f"{run_dir} is not a DynMM run (its metrics.json has no routing analysis)")
+    routing = json.loads((run_dir / ROUTING_FILE).read_text())
+    speed = run_dir / SPEED_FILE
+    sweep_summary = json.loads(sweep.read_text()) if sweep is not None else None
+    data = report_data(
+        run_dir.name, metrics, routing, json.loads(speed.read_text()) if speed.is_file() else None, sweep_summary
+    )
+    return write_report(run_dir, data)
+
+
+def report_data(
+    title: str,
+    metrics: dict[str, Any],
+    routing: dict[str, Any],
+    speed: dict[str, Any] | None = None,
+    sweep: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report's input, from metrics.json and routing.json of one run (+ speed.json, a sweep summary)."""
     versus = metrics["versus_costliest"]
-    return {
+    metric = "acc2" if "acc2" in metrics["test"] else "accuracy"
+    dynmm_points = [{"label": "this run", "madds": metrics["madds_per_sample"], "metric": metrics["test"][metric]}]
+    if sweep is not None:
+        dynmm_points += [
+            {"label": f"λ={p['lambda']:g}", "madds": p["madds_per_sample"], "metric": p["metric"]}
+            for p in sweep["points"]
+        ]
+    data: dict[str, Any] = {
         "title": f"DynMM · {title}",
         "metric": metric,
         "summary": {
@@ -137,13 +172,13 @@ def report_data(title: str, metrics: dict[str, Any], routing: dict[str, Any], me
             "MAdds per sample": metrics["madds_per_sample"],
             f"MAdds saving vs {versus['expert']}": versus["madds_saving"],
             f"{metric} change vs {versus['expert']}": versus[f"{metric}_change"],
-            "frontier area / oracle area": metrics["frontier"]["area_ratio"],
+            "β-curve area / oracle area": metrics["frontier"]["area_ratio"],
         },
         "pareto": {
             "experts": [
                 {"name": n, "madds": e["madds_per_sample"], "metric": e[metric]} for n, e in metrics["experts"].items()
             ],
-            "dynmm": [{"label": "DynMM", "madds": metrics["madds_per_sample"], "metric": metrics["test"][metric]}],
+            "dynmm": dynmm_points,
             "beta_curve": [{k: p[k] for k in ("beta", "madds", "metric")} for p in metrics["beta_curve"]],
             "oracle": metrics["oracle_frontier"],
         },
@@ -153,6 +188,29 @@ def report_data(title: str, metrics: dict[str, Any], routing: dict[str, Any], me
             for n in metrics["robustness"]["noise"]
         ],
     }
+    if speed is not None:
+        data["speed"] = speed_points(speed)
+    return data
+
+
+def speed_points(speed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Dispatch vs dense speedups (predicted from MAdds, realized in time) of every timed setting."""
+    points = []
+    for entry in speed["models"].values():
+        for row in entry["rows"]:
+            if "vs_dense" not in row["predicted_speedup"]:
+                continue
+            share = row.get("target_cheap_fraction", row["cheap_fraction"])
+            label = "trained gate" if row["routing"] == "trained" else f"{share:.0%} cheap"
+            points.append(
+                {
+                    "label": label,
+                    "batch_size": row["batch_size"],
+                    "predicted_speedup": row["predicted_speedup"]["vs_dense"],
+                    "realized_speedup": row["realized_speedup"]["vs_dense"],
+                }
+            )
+    return points
 
 
 def _curves(entry: dict[str, Any]) -> dict[str, Any]:

@@ -139,7 +139,8 @@ def run_or_reuse(config: RunConfig) -> RunResult:
     if not saved.is_file():
         return train_run(config)
     previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
-    changed = _changed_keys(previous, to_dict(config), allowed={"train.progress_bar"})
+    # A run copied or moved to another folder is still the same run.
+    changed = _changed_keys(previous, to_dict(config), allowed={"train.progress_bar", "output_dir"})
     if changed:
         raise ConfigError(f"{run_dir} holds a run with another configuration ({', '.join(changed)}); move it away")
     if (run_dir / METRICS_FILE).is_file():
