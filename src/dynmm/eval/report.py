@@ -238,6 +238,18 @@ def _label(ax: Axes, text: str, x: float, y: float, color: str = "black") -> Non
     ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=color)
 
 
+TABLE_CURVE_ROWS = 12
+"""Curves can hold thousands of points (the oracle frontier has one per upgraded sample): tables and labels show
+an evenly spaced selection, ends included; the figure draws them all."""
+
+
+def _thin(points: list[tuple[str, float, float]], keep: int) -> list[tuple[str, float, float]]:
+    if len(points) <= keep:
+        return points
+    step = (len(points) - 1) / (keep - 1)
+    return [points[round(i * step)] for i in range(keep)]
+
+
 def _draw_pareto(p: _Pareto, metric: str, path: Path) -> str:
     fig = _figure()
     ax = fig.add_subplot()
@@ -255,7 +267,7 @@ def _draw_pareto(p: _Pareto, metric: str, path: Path) -> str:
         if points:
             line = sorted(points, key=lambda q: q[1])
             ax.plot([q[1] for q in line], [q[2] for q in line], style, markersize=3, label=label, zorder=1)
-    for name, x, y in p.beta_curve:
+    for name, x, y in _thin(p.beta_curve, 5):
         _label(ax, name, x, y, color="grey")
     if p.budget is not None:
         ax.axvline(p.budget, color="black", linestyle=":", label=f"budget {_madds(p.budget)}")
@@ -269,7 +281,7 @@ def _draw_pareto(p: _Pareto, metric: str, path: Path) -> str:
     _save(fig, path)
 
     groups = [("expert", p.experts), ("static fusion", p.baselines), ("DynMM", p.dynmm)]
-    groups += [("β sweep", p.beta_curve), ("oracle", p.oracle)]
+    groups += [("β sweep", _thin(p.beta_curve, TABLE_CURVE_ROWS)), ("oracle", _thin(p.oracle, TABLE_CURVE_ROWS))]
     rows = [(group, name, _madds(x), y) for group, points in groups for name, x, y in points]
     budget = f"<p>MAdds budget: {_esc(_madds(p.budget))}</p>\n" if p.budget is not None else ""
     return _table(["kind", "name", "MAdds / sample", metric], rows) + budget

@@ -138,16 +138,21 @@ class TransformerGate(Gate):
 GATES: dict[str, type[Gate]] = {"mlp": MLPGate, "transformer": TransformerGate}
 
 
-def build_gate(
-    config: GateConfig, num_branches: int, specs: Mapping[str, ModalitySpec], default_modalities: Sequence[str]
-) -> Gate:
-    """The gate a GateConfig describes, looking at `config.modalities` (default: `default_modalities`)."""
+def check_gate_config(config: GateConfig) -> None:
+    """Fail on a bad gate setting before any training starts (the recipe trains experts first)."""
     if config.kind not in GATES:
         raise ConfigError(f"dynmm.gate.kind: unknown gate {config.kind!r}; choose from {sorted(GATES)}")
     if config.mode not in ("hard", "soft"):
         raise ConfigError(f"dynmm.gate.mode must be 'hard' (DynMM) or 'soft' (DynMM-d), got {config.mode!r}")
     if config.tau <= 0:
         raise ConfigError(f"dynmm.gate.tau must be > 0, got {config.tau}")
+
+
+def build_gate(
+    config: GateConfig, num_branches: int, specs: Mapping[str, ModalitySpec], default_modalities: Sequence[str]
+) -> Gate:
+    """The gate a GateConfig describes, looking at `config.modalities` (default: `default_modalities`)."""
+    check_gate_config(config)
     modalities = list(config.modalities or default_modalities)
     unknown = [m for m in modalities if m not in specs]
     if unknown:

@@ -21,7 +21,6 @@ from safetensors.torch import load_file, save_file
 
 from dynmm.config import (
     DataConfig,
-    DynMMConfig,
     ExpertConfig,
     ModelConfig,
     RunConfig,
@@ -35,6 +34,7 @@ from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.errors import ConfigError
 from dynmm.io import atomic_write, atomic_write_json, atomic_write_text
 from dynmm.models.modality_level import ModalityLevelDynMM, build_modality_level
+from dynmm.nn.gates import check_gate_config
 from dynmm.specs import TaskSpec
 from dynmm.train.dynmm_module import DynMMGateModule
 from dynmm.train.export import export_model, load_exported
@@ -48,7 +48,14 @@ OBJECTIVE = ("val/objective", "min")
 is trained for (selecting by accuracy alone would favour the most expensive routing)."""
 
 
-def check_dynmm_config(config: DynMMConfig) -> None:
+def check_dynmm_config(run: RunConfig) -> None:
+    """Everything that can be checked before stage I starts, so a typo never costs an expert training."""
+    config = run.dynmm
+    assert config is not None
+    check_gate_config(config.gate)
+    stage_train(run, config.gate_train, "dynmm.gate_train")
+    if config.finetune_train is not None:
+        stage_train(run, config.finetune_train, "dynmm.finetune_train")
     if len(config.experts) < 2:
         raise ConfigError(f"dynmm.experts needs at least 2 experts to route between, got {len(config.experts)}")
     names = [e.name for e in config.experts]
@@ -133,7 +140,7 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
 
     dyn = config.dynmm
     assert dyn is not None
-    check_dynmm_config(dyn)
+    check_dynmm_config(config)
     run_dir = _prepare_run_dir(config, resume)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
@@ -148,7 +155,14 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     model = build_modality_level(experts, dyn.gate, info.modalities)
     stages = {
         "gate": run_stage(
-            "gate", run_dir, model, info.task, gate_data, config, stage_train(config, dyn.gate_train, "gate"), False
+            "gate",
+            run_dir,
+            model,
+            info.task,
+            gate_data,
+            config,
+            stage_train(config, dyn.gate_train, "dynmm.gate_train"),
+            False,
         )
     }
     if dyn.finetune_train is not None:
