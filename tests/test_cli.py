@@ -52,7 +52,11 @@ def test_demo_runs_the_quick_baselines_on_both_data_sets(monkeypatch, tmp_path):
     monkeypatch.setattr(baselines, "run_baselines", fake_run)
     import dynmm.demo as demo
 
-    monkeypatch.setattr(demo, "run_demo_dynmm", lambda root: [calls.append(("dynmm", root)) or root / "report.html"])
+    def fake_dynmm(root, baselines):
+        calls.append(("dynmm", root))
+        return [root / "report.html"]
+
+    monkeypatch.setattr(demo, "run_demo_dynmm", fake_dynmm)
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path / "demo.json")])
     assert result.exit_code == 0, result.output
     (spec, datasets, seeds, quick, output, runs_root), dynmm_call = calls

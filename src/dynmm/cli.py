@@ -112,11 +112,12 @@ def sweep(
 def report(
     run_dir: Path = typer.Argument(..., help="A finished DynMM run directory."),
     sweep: Path = typer.Option(None, help="A λ-sweep summary (dynmm sweep's JSON) to add to the Pareto plot."),
+    baselines: Path = typer.Option(None, help="Runs of `dynmm bench baselines` (e.g. runs/baselines) to add."),
 ) -> None:
     """Rebuild RUN/report.html from its metrics, routing, speed.json (dynmm bench speed --run) and a sweep."""
     from dynmm.eval.dynmm_report import write_run_report
 
-    console.print(f"report written to [bold]{write_run_report(run_dir, sweep)}[/bold]")
+    console.print(f"report written to [bold]{write_run_report(run_dir, sweep, baselines)}[/bold]")
 
 
 @data_app.command("info")
@@ -207,7 +208,7 @@ def demo(
     from dynmm.demo import run_demo_dynmm
 
     _baselines(Path("configs/baselines.yaml"), ["mosi", "avdigits"], 1, True, output, Path("runs"))
-    for report_path in run_demo_dynmm(output.parent):
+    for report_path in run_demo_dynmm(output.parent, baselines=Path("runs/baselines-quick")):
         console.print(f"DynMM report: [bold]{report_path}[/bold]")
 
 

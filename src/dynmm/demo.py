@@ -21,18 +21,19 @@ QUICK_AVDIGITS = [
     "--dynmm.gate_train.max_epochs=3",
 ]
 DEMO_RUNS: dict[str, tuple[str, list[str]]] = {
-    "mosi_dynmm": ("configs/mosi/dynmm.yaml", ["--dynmm.resource_weight=0.3"]),
+    "mosi_dynmm": ("configs/mosi/dynmm.yaml", []),
     "avdigits_dynmm": ("configs/avdigits/dynmm.yaml", QUICK_AVDIGITS),
 }
 
 
-def run_demo_dynmm(runs_root: Path, repeats: int = 5) -> list[Path]:
-    """Train (or reuse) each demo DynMM run, time it, and write its report; return the report paths."""
+def run_demo_dynmm(runs_root: Path, repeats: int = 5, baselines: Path | None = None) -> list[Path]:
+    """Train (or reuse) each demo DynMM run, time it, and write its report (with the static baselines trained
+    under `baselines`, if given); return the report paths."""
     reports = []
     for name, (config_path, overrides) in DEMO_RUNS.items():
         config = load_config(config_path, [*overrides, f"--name={name}", f"--output_dir={runs_root}"])
         run_dir = run_or_reuse(config).run_dir
         speed = run_trained_benchmark(run_dir, [1, 16, 64, 256], [0.25, 0.5, 0.75], repeats)
         atomic_write_json(run_dir / SPEED_FILE, speed)
-        reports.append(write_run_report(run_dir))
+        reports.append(write_run_report(run_dir, baselines=baselines))
     return reports

@@ -9,8 +9,11 @@ from typer.testing import CliRunner
 
 from dynmm.cli import app
 from dynmm.config import load_config
+from dynmm.data.registry import load_dataset
 from dynmm.errors import ConfigError, DataError
+from dynmm.eval.evaluate import evaluate
 from dynmm.models.modality_level import ModalityLevelDynMM
+from dynmm.specs import TaskSpec
 from dynmm.train.evaluate_run import evaluate_exported
 from dynmm.train.export import load_exported
 from dynmm.train.run import train_run
@@ -168,3 +171,32 @@ def test_report_command_adds_speed_and_sweep(finished, tmp_path):
     assert "figures/speed.png" in html and "λ=0.5" in html and "figures/pareto.png" in html
     with pytest.raises(DataError, match="metrics.json is missing"):
         write_run_report(tmp_path)
+
+
+def test_report_re_evaluates_static_baselines_on_the_runs_eval_data(finished, tmp_path):
+    from dynmm.eval.dynmm_report import baseline_points
+
+    result, _ = finished
+    static = load_config(
+        "configs/mosi/static.yaml",
+        [
+            f"--output_dir={tmp_path}",
+            "--name=mosi_gmu_seed0",
+            "--model.fusion=gmu",
+            "--train.max_epochs=1",
+            "--train.progress_bar=false",
+        ],
+    )
+    run = train_run(static)
+    (points,) = baseline_points(result.run_dir, tmp_path)
+    assert points["name"] == "gmu" and points["madds"] == run.metrics["madds_per_sample"]
+    # re-evaluated on the DynMM run's evaluation rows (held-out test), not the static run's own test split
+    heldout = load_dataset("mosi", split_column="split_heldout", stats_split_column="split")["test"]
+    reference = evaluate(load_exported(run.run_dir).model, [(heldout.inputs, heldout.target)], TaskSpec("regression"))
+    assert points["metric"] == pytest.approx(reference["acc2"])
+
+
+def test_dynmm_d_soft_gate_runs_every_expert(tmp_path):
+    soft = train_run(small_config(tmp_path, "--dynmm.gate.mode=soft", "--dynmm.gate_train.max_epochs=1"))
+    metrics = soft.metrics
+    assert metrics["madds_per_sample"] == pytest.approx(metrics["gate_madds"] + sum(metrics["expert_madds"].values()))

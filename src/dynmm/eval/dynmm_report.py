@@ -8,6 +8,7 @@ compared with), the test-time cost knob β, oracle routing, robustness to noise 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from dynmm.data.base import MultimodalDataset, collate
 from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.data.registry import load_dataset
 from dynmm.errors import DataError
 from dynmm.eval.evaluate import evaluate
 from dynmm.eval.report import write_report
@@ -50,9 +52,12 @@ def metric_of(
 ) -> float:
     """The accuracy-like metric of a DynMM (dispatch, told what is missing) or a static model."""
     name = accuracy_name(task)
-    if isinstance(model, ModalityLevelDynMM):
-        return dispatch_results(model, loader(dataset, batch_size), task, missing).metrics[name]
-    return evaluate(model, loader(dataset, batch_size), task)[name]
+    with warnings.catch_warnings():
+        # A model whose only input was dropped predicts a constant: Pearson r is undefined there, and not reported.
+        warnings.filterwarnings("ignore", message="The variance of predictions or target is close to zero")
+        if isinstance(model, ModalityLevelDynMM):
+            return dispatch_results(model, loader(dataset, batch_size), task, missing).metrics[name]
+        return evaluate(model, loader(dataset, batch_size), task)[name]
 
 
 def robustness(
@@ -130,9 +135,10 @@ def evaluate_dynmm_run(
     return metrics
 
 
-def write_run_report(run_dir: Path, sweep: Path | None = None) -> Path:
+def write_run_report(run_dir: Path, sweep: Path | None = None, baselines: Path | None = None) -> Path:
     """(Re)build report.html of a finished DynMM run from its JSON files, adding the speed measured by
-    `dynmm bench speed --run RUN` (RUN/speed.json) and the points of a λ sweep when given."""
+    `dynmm bench speed --run RUN` (RUN/speed.json), the points of a λ sweep, and static baselines (seed-0 runs of
+    `dynmm bench baselines` in `baselines`, re-evaluated on this run's evaluation data) when given."""
     for name in (METRICS_FILE, ROUTING_FILE):
         if not (run_dir / name).is_file():
             raise DataError(f"{run_dir / name} is missing: is {run_dir} a finished DynMM run?")
@@ -145,7 +151,30 @@ def write_run_report(run_dir: Path, sweep: Path | None = None) -> Path:
     data = report_data(
         run_dir.name, metrics, routing, json.loads(speed.read_text()) if speed.is_file() else None, sweep_summary
     )
+    if baselines is not None:
+        data["pareto"]["baselines"] = baseline_points(run_dir, baselines)
     return write_report(run_dir, data)
+
+
+def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
+    """Every seed-0 static run of the same data set under `baselines`, evaluated on the DynMM run's eval data
+    (MOSI: the held-out test rows), so that all points of the Pareto plot are measured on the same samples."""
+    from dynmm.train.export import load_exported
+
+    own = load_exported(run_dir)
+    data = own.data_config
+    test = load_dataset(data.name, **data.options)["test"]
+    points = []
+    for candidate in sorted(baselines.glob(f"{data.name}_*_seed0")):
+        if not (candidate / "model.json").is_file():
+            continue
+        exported = load_exported(candidate)
+        if exported.specs != own.specs:
+            continue
+        madds = json.loads((candidate / METRICS_FILE).read_text())["madds_per_sample"]
+        name = candidate.name.removeprefix(f"{data.name}_").removesuffix("_seed0")
+        points.append({"name": name, "madds": madds, "metric": metric_of(exported.model, test, own.task, 256)})
+    return points
 
 
 def report_data(
