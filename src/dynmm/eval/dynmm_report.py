@@ -189,10 +189,14 @@ def report_data(
     metric = "acc2" if "acc2" in metrics["test"] else "accuracy"
     dynmm_points = [{"label": "this run", "madds": metrics["madds_per_sample"], "metric": metrics["test"][metric]}]
     if sweep is not None:
-        dynmm_points += [
+        swept = [
             {"label": f"λ={p['lambda']:g}", "madds": p["madds_per_sample"], "metric": p["metric"]}
             for p in sweep["points"]
         ]
+        mine = dynmm_points[0]
+        if any((p["madds"], p["metric"]) == (mine["madds"], mine["metric"]) for p in swept):
+            dynmm_points = []  # this run is one of the sweep's points: label it once, by its λ
+        dynmm_points += swept
     data: dict[str, Any] = {
         "title": f"DynMM · {title}",
         "metric": metric,
