@@ -58,6 +58,7 @@ def test_layout_and_metrics(finished):
     assert metrics["madds_per_sample"] == pytest.approx(expected)
     routing = json.loads((run / "routing.json").read_text())
     assert sum(routing["counts"]) == sum(sum(c) for c in routing["per_class"].values())
+    assert routing["per_flag"] == {}  # MOSI keeps no per-sample flags (AV digits does: image_hard, audio_noisy)
     assert metrics["frontier"]["area_ratio"] <= 1.0 + 1e-9  # nothing beats the oracle
 
 

@@ -13,6 +13,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -98,6 +99,14 @@ def evaluate_dynmm_run(
     valid = dispatch_results(model, data.val_dataloader(), task)
     test = dispatch_results(model, data.test_dataloader(), task)
     routing = routing_summary(test, names, task)
+    # Per-sample facts the loader kept (e.g. AV digits' image_hard): does the gate route by them?
+    routing["per_flag"] = {
+        flag: {
+            value: torch.bincount(test.choice[rows if value == "yes" else ~rows], minlength=len(names)).tolist()
+            for value in ("yes", "no")
+        }
+        for flag, rows in data.splits["test"].flags.items()
+    }
     record = collect_outputs(model, data.test_dataloader())
     curve = beta_curve(model, record, task, beta_grid(model, record))
     oracle = oracle_frontier(model, record, task)
