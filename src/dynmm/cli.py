@@ -191,12 +191,7 @@ def bench_speed(
     device = results["environment"]["device"]
     for label, entry in results["models"].items():
         for what, rows in (("time", time_table(entry, mode_list)), ("peak memory", memory_table(entry, mode_list))):
-            table = Table(title=f"{label} · {what} · {entry['source']} · {device}, median of {repeats} calls")
-            for column in rows[0]:
-                table.add_column(column)
-            for row in rows:
-                table.add_row(*row.values())
-            console.print(table)
+            _print_rows(f"{label} · {what} · {entry['source']} · {device}, median of {repeats} calls", rows)
     console.print(f"results written to [bold]{output}[/bold]")
 
 
@@ -224,13 +219,17 @@ def print_results(results: dict) -> None:
     from dynmm.bench.baselines import table_rows
 
     for dataset in results["datasets"]:
-        rows = table_rows(results, dataset)
-        table = Table(title=f"{dataset} · test split · {results['seeds']} seed(s)")
-        for column in rows[0]:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row.values())
-        console.print(table)
+        _print_rows(f"{dataset} · test split · {results['seeds']} seed(s)", table_rows(results, dataset))
+
+
+def _print_rows(title: str, rows: list[dict[str, str]]) -> None:
+    """A rich table whose columns are the rows' keys."""
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
 
 
 def _print_metrics(metrics: dict) -> None:
