@@ -32,6 +32,7 @@ from dynmm.eval.routing_analysis import (
     dispatch_results,
     frontier_comparison,
     oracle_frontier,
+    recorded_accuracy_name,
     routing_summary,
 )
 from dynmm.io import atomic_write_json
@@ -195,7 +196,7 @@ def report_data(
 ) -> dict[str, Any]:
     """The report's input, from metrics.json and routing.json of one run (+ speed.json, a sweep summary)."""
     versus = metrics["versus_costliest"]
-    metric = "acc2" if "acc2" in metrics["test"] else "accuracy"
+    metric = recorded_accuracy_name(metrics)
     dynmm_points = [{"label": "this run", "madds": metrics["madds_per_sample"], "metric": metrics["test"][metric]}]
     if sweep is not None:
         swept = [

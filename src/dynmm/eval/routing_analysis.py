@@ -27,6 +27,11 @@ def accuracy_name(task: TaskSpec) -> str:
     return "acc2" if task.kind == "regression" else "accuracy"
 
 
+def recorded_accuracy_name(metrics: dict[str, Any]) -> str:
+    """`accuracy_name` of the task whose metrics.json this is (the test metrics tell the task apart)."""
+    return "acc2" if "acc2" in metrics["test"] else "accuracy"
+
+
 def per_sample_correct(task: TaskSpec, outputs: Tensor, target: Tensor) -> Tensor:
     """Correct rows in the sense of `accuracy_name`: same sentiment sign (non-negative vs negative), or the
     right class. Its mean equals acc2 / accuracy exactly."""

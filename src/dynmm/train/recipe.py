@@ -148,7 +148,8 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
     expert_dirs = [run_or_reuse(c).run_dir for c in expert_configs]
 
-    gate_data = data_module(config, stage_data(config, dyn.gate_data))
+    gate_config = stage_data(config, dyn.gate_data)
+    gate_data = data_module(config, gate_config)
     info = gate_data.info
     experts = [load_exported(d).model for d in expert_dirs]
     pl.seed_everything(config.seed, workers=True, verbose=False)  # the same gate init whether experts were reused
@@ -171,7 +172,7 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     model.eval()
 
     eval_config = stage_data(config, dyn.eval_data if dyn.eval_data is not None else dyn.gate_data)
-    eval_data = data_module(config, eval_config)
+    eval_data = gate_data if eval_config == gate_config else data_module(config, eval_config)
     exported_data = dataclasses.replace(eval_config, options=dict(eval_data.options))
     named = [(e.name, c.model) for e, c in zip(dyn.experts, expert_configs, strict=True)]
     metrics = evaluate_dynmm_run(run_dir, model, [n for n, _ in named], eval_data, stages)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from dynmm.config import RunConfig
 from dynmm.errors import ConfigError
-from dynmm.eval.routing_analysis import beta_for_budget
+from dynmm.eval.routing_analysis import beta_for_budget, recorded_accuracy_name
 from dynmm.io import atomic_write_json
 from dynmm.train.run import run_or_reuse
 
@@ -65,7 +65,7 @@ def run_sweep(
     for value in tqdm(sorted(set(lambdas)), desc="λ sweep", unit="point"):
         result = run_or_reuse(point_config(config, root, value))
         m = result.metrics
-        metric = next(iter(k for k in ("acc2", "accuracy") if k in m["test"]))
+        metric = recorded_accuracy_name(m)
         points.append(
             {
                 "lambda": value,
