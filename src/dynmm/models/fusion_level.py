@@ -1,0 +1,232 @@
+"""Fusion-level DynMM: per sample, a global gate picks a fusion op at every encoder stage; depth stages that no
+later cell needs are never run for that sample.
+
+Two ResNet encoders (RGB, depth) of one stage structure; after stage k a fusion cell combines the two maps and
+its output feeds the next RGB stage (ESANet). The gate looks at both stems (cheap) and emits N×|ops| logits.
+A sample whose cells k..N all choose `identity` (RGB only) needs depth stages < k only: rows are grouped by how
+deep the depth encoder must go, and each depth stage runs on the rows that still need it. Every cell executes
+through the shared routing core (dispatch / masked / dense), so the papers' masked way and ours are one model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from dynmm.cost import count_madds
+from dynmm.errors import ConfigError
+from dynmm.modes import eval_mode
+from dynmm.nn.fusion_cells import CELL_OPS, FusionCell
+from dynmm.nn.resnet import LAYOUTS, ResNetEncoder
+from dynmm.nn.segmentation_decoder import SegmentationDecoder
+from dynmm.relax import gumbel_softmax
+from dynmm.routing import MODES, Mode, route
+from dynmm.specs import Inputs, ModalitySpec
+from dynmm.validation import check_inputs
+
+
+class GlobalConvGate(nn.Module):
+    """Two 5×5 stride-2 convs on the concatenated stems, global average pool, linear → (batch, cells, ops)."""
+
+    def __init__(self, in_channels: int, num_cells: int, num_ops: int, width: int = 32) -> None:
+        super().__init__()
+        self.num_cells, self.num_ops = num_cells, num_ops
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(width, num_cells * num_ops)
+
+    def forward(self, stems: Tensor) -> Tensor:
+        return self.head(self.features(stems)).view(-1, self.num_cells, self.num_ops)
+
+
+Branch = Callable[[Inputs], Tensor]
+
+
+class FusionLevelDynMM(nn.Module):
+    """RGB-D segmentation with a per-sample choice of fusion op per stage and progressive depth skipping.
+
+    Args:
+        layout: ResNet layout name for both encoders ("tiny" for CPU, "resnet50" as in the paper).
+        num_classes: segmentation classes.
+        image_size: (H, W) of the inputs; costs are measured on one sample of this size.
+        ops: candidate ops of every cell (names in CELL_OPS); "identity" means RGB only.
+
+    Inputs: {"rgb": (B, 3, H, W), "depth": (B, 1, H, W)}. Output: (B, num_classes, H, W) logits.
+
+    Attributes: mode (dispatch | masked | dense; training is dense unless `forced_choice` is set), tau (Gumbel
+    temperature), forced_choice ((B, cells) op indices, e.g. stage I random paths or a static all-`add` baseline),
+    last_choice (the (B, cells) choice of the latest forward), last_weights.
+    """
+
+    needs_depth: Tensor  # (cells, ops) bool: does op o of cell k read the depth map (a buffer, follows .to())
+
+    def __init__(
+        self,
+        layout: str,
+        num_classes: int,
+        image_size: tuple[int, int],
+        ops: Sequence[str] = tuple(CELL_OPS),
+        decoder_width: int = 64,
+        gate_width: int = 32,
+    ) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ConfigError(f"unknown ResNet layout {layout!r}; choose from {sorted(LAYOUTS)}")
+        self.rgb = ResNetEncoder(3, LAYOUTS[layout])
+        self.depth = ResNetEncoder(1, LAYOUTS[layout])
+        self.cells = nn.ModuleList(FusionCell(c, ops) for c in self.rgb.stage_channels)
+        self.op_names = list(ops)
+        self.num_cells = len(self.cells)
+        stems = self.rgb.stem_channels + self.depth.stem_channels
+        self.gate = GlobalConvGate(stems, self.num_cells, len(ops), gate_width)
+        self.decoder = SegmentationDecoder(self.rgb.stage_channels, num_classes, decoder_width)
+        self.specs = {
+            "rgb": ModalitySpec("rgb", (3, *image_size), "image"),
+            "depth": ModalitySpec("depth", (1, *image_size), "image"),
+        }
+        self.register_buffer(
+            "needs_depth", torch.tensor([cell.needs_depth for cell in self.fusion_cells]), persistent=False
+        )
+        self.mode: Mode = "dispatch"
+        self.tau = 1.0
+        self.forced_choice: Tensor | None = None
+        self.last_choice: Tensor | None = None
+        self.last_weights: Tensor | None = None
+        self.costs = self._measure_costs(image_size)
+
+    @property
+    def fusion_cells(self) -> list[FusionCell]:
+        return [cast(FusionCell, cell) for cell in self.cells]
+
+    # ----------------------------------------------------------------- routing decisions
+    def set_mode(self, mode: Mode) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"unknown execution mode {mode!r}; choose from {list(MODES)}")
+        self.mode = mode
+
+    def decide(self, rgb_stem: Tensor, depth_stem: Tensor) -> tuple[Tensor, Tensor]:
+        """(choice (B, cells), weights (B, cells, ops)): forced, Gumbel (training) or argmax (eval)."""
+        if self.forced_choice is not None:
+            choice = self.forced_choice.to(rgb_stem.device)
+            if choice.shape != (rgb_stem.shape[0], self.num_cells):
+                raise ConfigError(
+                    f"forced_choice must be (batch, {self.num_cells}), got {tuple(choice.shape)} "
+                    f"for a batch of {rgb_stem.shape[0]}"
+                )
+            return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
+        logits = self.gate(torch.cat([rgb_stem, depth_stem], dim=1))
+        if self.training:
+            return gumbel_softmax(logits, self.tau, hard=True)
+        choice = logits.argmax(dim=-1)
+        return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
+
+    def depth_stages_needed(self, choice: Tensor) -> Tensor:
+        """Per row, how many depth stages must run: 1 + the last cell whose op reads depth (0 if none)."""
+        reads = self.needs_depth.gather(1, choice.t()).t()  # (B, cells)
+        stage = torch.arange(1, self.num_cells + 1, device=choice.device)
+        return (reads * stage).amax(dim=1)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, inputs: Inputs) -> Tensor:
+        check_inputs(inputs, self.specs, where=type(self).__name__)
+        rgb, depth = inputs["rgb"], inputs["depth"]
+        batch = rgb.shape[0]
+        x, depth_x = self.rgb.stem(rgb), self.depth.stem(depth)
+        choice, weights = self.decide(x, depth_x)
+        self.last_choice, self.last_weights = choice, weights
+        mode: Mode = "dense" if self.training and self.forced_choice is None else self.mode
+        if mode == "dispatch":
+            needed = self.depth_stages_needed(choice)
+        else:  # dense and masked run every op on every row, so every row needs the whole depth encoder
+            needed = torch.full((batch,), self.num_cells, device=rgb.device)
+        active = torch.arange(batch, device=rgb.device)
+        features = []
+        for k, cell in enumerate(self.fusion_cells):
+            x = self.rgb.stages[k](x)
+            still = needed.index_select(0, active) > k
+            if not bool(still.all()):
+                active, depth_x = active[still], depth_x[still]
+            if active.numel():
+                depth_x = self.depth.stages[k](depth_x)
+            position = torch.full((batch,), -1, dtype=torch.long, device=rgb.device)
+            position[active] = torch.arange(active.numel(), device=rgb.device)
+            branches = [self._branch(op, depth_x) for op in cell.ops]
+            x = route(branches, {"rgb": x, "row": position}, choice[:, k], weights[:, k], mode)
+            features.append(x)
+        return self.decoder(features, (rgb.shape[-2], rgb.shape[-1]))
+
+    @staticmethod
+    def _branch(op: nn.Module, depth_rows: Tensor) -> Branch:
+        """One op as a routing branch; depth maps are looked up by each routed row's position among the rows
+        whose depth stage ran (a row routed to a depth op always has one)."""
+        if not getattr(op, "needs_depth", True):
+            return lambda x: op(x["rgb"], None)
+        return lambda x: op(x["rgb"], depth_rows.index_select(0, x["row"]))
+
+    # ----------------------------------------------------------------- costs
+    def _measure_costs(self, image_size: tuple[int, int]) -> dict[str, Any]:
+        """MAdds of each piece on one sample, measured by running it: what each routing decision costs."""
+
+        def madds(module: nn.Module, *args: Any) -> float:
+            return float(count_madds(partial(module, *args)).total)
+
+        rgb, depth = torch.zeros(1, 3, *image_size), torch.zeros(1, 1, *image_size)
+        with eval_mode(self), torch.no_grad():
+            x, d = self.rgb.stem(rgb), self.depth.stem(depth)
+            fixed = madds(self.rgb.stem, rgb) + madds(self.depth.stem, depth)
+            gate = madds(self.gate, torch.cat([x, d], 1))
+            depth_stages, cells, features = [], [], []
+            for k, cell in enumerate(self.fusion_cells):
+                fixed += madds(self.rgb.stages[k], x)
+                depth_stages.append(madds(self.depth.stages[k], d))
+                x, d = self.rgb.stages[k](x), self.depth.stages[k](d)
+                pairs = zip(cell.ops, cell.needs_depth, strict=True)
+                cells.append([madds(op, x, d if needs else None) for op, needs in pairs])
+                features.append(x)
+            fixed += madds(self.decoder, features, image_size)
+        return {"fixed": fixed, "gate": gate, "depth_stages": depth_stages, "cells": cells}
+
+    def realized_madds(self, choice: Tensor) -> Tensor:
+        """MAdds each sample paid in dispatch mode, from the measured pieces and its choices (the gate is paid
+        unless the routing was forced, as for a static single-op baseline)."""
+        cells = torch.tensor(self.costs["cells"], dtype=torch.float64)  # (cells, ops)
+        depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float64)
+        choice = choice.cpu()
+        per_cell = cells.gather(1, choice.t()).t().sum(dim=1)
+        needed = self.depth_stages_needed(choice.to(self.needs_depth.device)).cpu()
+        ran = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double()
+        gate = 0.0 if self.forced_choice is not None else float(self.costs["gate"])
+        return float(self.costs["fixed"]) + gate + per_cell + ran @ depth
+
+    def depth_madds(self, choice: Tensor) -> Tensor:
+        """Depth-encoder MAdds (stages only) each sample paid: what progressive skipping saves."""
+        depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float64)
+        needed = self.depth_stages_needed(choice.to(self.needs_depth.device)).cpu()
+        return (torch.arange(self.num_cells)[None, :] < needed[:, None]).double() @ depth
+
+    def expected_cost(self, weights: Tensor) -> Tensor:
+        """Differentiable cost of (straight-through) weights (B, cells, ops), normalised by the costliest routing.
+
+        A depth stage j is paid unless every cell k ≥ j picked an op that ignores depth: P = 1 − Π_{k≥j} p_k(no
+        depth); with one-hot weights this is exactly the realized cost of the pieces that routing decides.
+        """
+        cells = torch.tensor(self.costs["cells"], dtype=weights.dtype, device=weights.device)
+        depth = torch.tensor(self.costs["depth_stages"], dtype=weights.dtype, device=weights.device)
+        cell_cost = (weights * cells).sum(dim=(1, 2))
+        no_depth = (weights * (~self.needs_depth).to(weights.dtype)).sum(dim=2)  # (B, cells)
+        skip_from = torch.flip(torch.cumprod(torch.flip(no_depth, [1]), dim=1), [1])  # Π_{k≥j}
+        depth_cost = ((1 - skip_from) * depth).sum(dim=1)
+        most = cells.max(dim=1).values.sum() + depth.sum()
+        return ((cell_cost + depth_cost) / most).mean()

@@ -1,0 +1,109 @@
+"""Fusion-level DynMM: dispatch == masked, skipped depth stages never run, counted MAdds follow the routing."""
+
+import pytest
+import torch
+
+from dynmm.cost import count_madds
+from dynmm.errors import ConfigError
+from dynmm.models.fusion_level import FusionLevelDynMM
+
+SIZE = (32, 48)
+
+
+def build(seed=0):
+    torch.manual_seed(seed)
+    return FusionLevelDynMM("tiny", 5, SIZE, decoder_width=16, gate_width=8).eval()
+
+
+def batch(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"rgb": torch.randn(n, 3, *SIZE, generator=g), "depth": torch.randn(n, 1, *SIZE, generator=g)}
+
+
+def random_choice(n, model, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    choice = torch.randint(0, len(model.op_names), (n, model.num_cells), generator=g)
+    choice[0] = 0  # RGB only everywhere: no depth stage at all
+    choice[1, 2:] = 0  # depth needed for the first two stages only
+    choice[2, :] = 1  # depth everywhere
+    return choice
+
+
+@pytest.mark.parametrize("forced", [True, False])
+def test_dispatch_equals_masked(forced):
+    model = build()
+    x = batch(12)
+    if forced:
+        model.forced_choice = random_choice(12, model)
+    with torch.no_grad():
+        model.set_mode("dispatch")
+        fast = model(x)
+        model.set_mode("masked")
+        reference = model(x)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
+
+
+def test_rows_whose_trailing_cells_are_identity_never_enter_those_depth_stages():
+    model = build()
+    choice = random_choice(12, model)
+    model.forced_choice = choice
+    seen = []
+    hooks = [
+        stage.register_forward_hook(lambda module, args, out, k=k: seen.append((k, args[0].shape[0])))
+        for k, stage in enumerate(model.depth.stages)
+    ]
+    with torch.no_grad():
+        model(batch(12))
+    for hook in hooks:
+        hook.remove()
+    needed = model.depth_stages_needed(choice)
+    assert needed[0] == 0 and needed[1] == 2 and needed[2] == model.num_cells
+    expected = [(k, int((needed > k).sum())) for k in range(model.num_cells) if int((needed > k).sum())]
+    assert seen == expected
+
+
+def test_counted_madds_follow_the_routing_and_the_cost_model():
+    model = build()
+    x = batch(12)
+    choice = random_choice(12, model)
+    model.forced_choice = choice
+    counted = count_madds(lambda: model(x)).total / 12
+    assert counted == pytest.approx(float(model.realized_madds(choice).mean()))
+    model.forced_choice = None  # the gate decides and is paid
+    with torch.no_grad():
+        model(x)
+    gated = model.last_choice
+    assert count_madds(lambda: model(x)).total / 12 == pytest.approx(float(model.realized_madds(gated).mean()))
+    model.set_mode("masked")  # the papers' way runs the whole depth encoder and every op
+    model.forced_choice = choice
+    assert count_madds(lambda: model(x)).total / 12 > counted
+
+
+def test_expected_cost_equals_the_realized_cost_of_one_hot_weights():
+    model = build()
+    choice = random_choice(12, model)
+    weights = torch.nn.functional.one_hot(choice, len(model.op_names)).float()
+    cells = torch.tensor(model.costs["cells"], dtype=torch.float64)
+    depth = torch.tensor(model.costs["depth_stages"], dtype=torch.float64)
+    variable = model.realized_madds(choice) - model.costs["fixed"] - model.costs["gate"]
+    most = cells.max(dim=1).values.sum() + depth.sum()
+    assert float(model.expected_cost(weights)) == pytest.approx(float((variable / most).mean()), rel=1e-5)
+    assert float(model.depth_madds(choice)[0]) == 0.0 and float(model.depth_madds(choice)[2]) == float(depth.sum())
+
+
+def test_training_is_dense_and_the_gate_gets_gradients():
+    model = build().train()
+    out = model(batch(4))
+    (out.square().mean() + model.expected_cost(model.last_weights)).backward()
+    assert model.gate.head.weight.grad.abs().sum() > 0
+
+
+def test_bad_forced_choice_and_mode():
+    model = build()
+    model.forced_choice = torch.zeros(3, model.num_cells, dtype=torch.long)
+    with pytest.raises(ConfigError, match="forced_choice must be"):
+        model(batch(2))
+    with pytest.raises(ConfigError, match="unknown execution mode"):
+        model.set_mode("sparse")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown ResNet layout"):
+        FusionLevelDynMM("resnet7", 5, SIZE)
