@@ -117,10 +117,33 @@ class DynMMConfig:
 
 
 @dataclass
+class FusionLevelConfig:
+    """Fusion-level DynMM for RGB-D segmentation (data with `rgb` and `depth` image modalities).
+
+    Stage I trains the supernet on uniformly random paths (`supernet_train` overrides `train`); stage II trains
+    gate + network with the resource loss, Gumbel τ decayed exponentially from `tau_start` to `tau_end` over its
+    epochs (`gate_train`). `static_op` instead trains one static baseline: that op in every cell, no gate
+    (`identity` = RGB only: the depth encoder never runs).
+    """
+
+    layout: str = "tiny"
+    ops: list[str] | None = None
+    decoder_width: int = 64
+    gate_width: int = 32
+    static_op: str | None = None
+    resource_weight: float = 0.0
+    supernet_train: dict[str, Any] = field(default_factory=dict)
+    gate_train: dict[str, Any] = field(default_factory=dict)
+    tau_start: float = 1.0
+    tau_end: float = 1.0e-4
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a run; written resolved to runs/<name>/config.yaml.
 
-    Without a `dynmm` section the run trains one static model (`model`); with it, the DynMM recipe.
+    Without a `dynmm` or `fusion_level` section the run trains one static model (`model`); with one, that
+    method's recipe.
     """
 
     name: str = "run"
@@ -130,6 +153,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dynmm: DynMMConfig | None = None
+    fusion_level: FusionLevelConfig | None = None
 
 
 T = typing.TypeVar("T")

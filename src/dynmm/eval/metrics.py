@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, Metric, MetricCollection, PearsonCorrCoef
-from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
 from dynmm.specs import TaskSpec
+from dynmm.train.task import SEGMENTATION_IGNORE
 
 IGNORE = -1
 
@@ -70,13 +71,28 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)  # type: ignore[arg-type]
 
 
+def segmentation_metrics(num_classes: int) -> MetricCollection:
+    """Mean IoU over classes and pixel accuracy, both ignoring unlabeled pixels."""
+    metrics: dict[str, Metric] = {
+        "miou": MulticlassJaccardIndex(num_classes=num_classes, average="macro", ignore_index=SEGMENTATION_IGNORE),
+        "pixel_accuracy": MulticlassAccuracy(
+            num_classes=num_classes, average="micro", ignore_index=SEGMENTATION_IGNORE
+        ),
+    }
+    return MetricCollection(metrics)  # type: ignore[arg-type]
+
+
 def build_metrics(task: TaskSpec) -> MetricCollection:
     """Regression targets here are sentiment scores (MOSI), hence the affect metrics."""
     if task.kind == "regression":
         return affect_metrics()
+    if task.kind == "segmentation":
+        return segmentation_metrics(task.num_classes)
     return classification_metrics(task.num_classes)
 
 
 def primary_metric(task: TaskSpec) -> tuple[str, str]:
     """(metric name, "max" or "min") used to pick the best checkpoint by default."""
+    if task.kind == "segmentation":
+        return ("miou", "max")
     return ("mae", "min") if task.kind == "regression" else ("accuracy", "max")

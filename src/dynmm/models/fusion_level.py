@@ -17,6 +17,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from dynmm.config import FusionLevelConfig
 from dynmm.cost import count_madds
 from dynmm.errors import ConfigError
 from dynmm.modes import eval_mode
@@ -25,7 +26,7 @@ from dynmm.nn.resnet import LAYOUTS, ResNetEncoder
 from dynmm.nn.segmentation_decoder import SegmentationDecoder
 from dynmm.relax import gumbel_softmax
 from dynmm.routing import MODES, Mode, route
-from dynmm.specs import Inputs, ModalitySpec
+from dynmm.specs import Inputs, ModalitySpec, TaskSpec
 from dynmm.validation import check_inputs
 
 
@@ -65,9 +66,9 @@ class FusionLevelDynMM(nn.Module):
 
     Inputs: {"rgb": (B, 3, H, W), "depth": (B, 1, H, W)}. Output: (B, num_classes, H, W) logits.
 
-    Attributes: mode (dispatch | masked | dense; training is dense unless `forced_choice` is set), tau (Gumbel
-    temperature), forced_choice ((B, cells) op indices, e.g. stage I random paths or a static all-`add` baseline),
-    last_choice (the (B, cells) choice of the latest forward), last_weights.
+    Attributes: mode (dispatch | masked | dense; training is dense unless the routing is fixed), tau (Gumbel
+    temperature), static_op (one op index for every cell: a static baseline, no gate), forced_choice ((B, cells)
+    op indices, e.g. stage I random paths), last_choice (the (B, cells) choice of the latest forward), last_weights.
     """
 
     needs_depth: Tensor  # (cells, ops) bool: does op o of cell k read the depth map (a buffer, follows .to())
@@ -102,6 +103,7 @@ class FusionLevelDynMM(nn.Module):
         self.mode: Mode = "dispatch"
         self.tau = 1.0
         self.forced_choice: Tensor | None = None
+        self.static_op: int | None = None
         self.last_choice: Tensor | None = None
         self.last_weights: Tensor | None = None
         self.costs = self._measure_costs(image_size)
@@ -117,7 +119,10 @@ class FusionLevelDynMM(nn.Module):
         self.mode = mode
 
     def decide(self, rgb_stem: Tensor, depth_stem: Tensor) -> tuple[Tensor, Tensor]:
-        """(choice (B, cells), weights (B, cells, ops)): forced, Gumbel (training) or argmax (eval)."""
+        """(choice (B, cells), weights (B, cells, ops)): static, forced, Gumbel (training) or argmax (eval)."""
+        if self.static_op is not None:
+            choice = torch.full((rgb_stem.shape[0], self.num_cells), self.static_op, device=rgb_stem.device)
+            return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
         if self.forced_choice is not None:
             choice = self.forced_choice.to(rgb_stem.device)
             if choice.shape != (rgb_stem.shape[0], self.num_cells):
@@ -131,6 +136,11 @@ class FusionLevelDynMM(nn.Module):
             return gumbel_softmax(logits, self.tau, hard=True)
         choice = logits.argmax(dim=-1)
         return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
+
+    @property
+    def routing_is_fixed(self) -> bool:
+        """No gate decides (a static op or forced paths): nothing to learn by running every op (dense)."""
+        return self.static_op is not None or self.forced_choice is not None
 
     def depth_stages_needed(self, choice: Tensor) -> Tensor:
         """Per row, how many depth stages must run: 1 + the last cell whose op reads depth (0 if none)."""
@@ -146,7 +156,7 @@ class FusionLevelDynMM(nn.Module):
         x, depth_x = self.rgb.stem(rgb), self.depth.stem(depth)
         choice, weights = self.decide(x, depth_x)
         self.last_choice, self.last_weights = choice, weights
-        mode: Mode = "dense" if self.training and self.forced_choice is None else self.mode
+        mode: Mode = "dense" if self.training and not self.routing_is_fixed else self.mode
         if mode == "dispatch":
             needed = self.depth_stages_needed(choice)
         else:  # dense and masked run every op on every row, so every row needs the whole depth encoder
@@ -207,7 +217,7 @@ class FusionLevelDynMM(nn.Module):
         per_cell = cells.gather(1, choice.t()).t().sum(dim=1)
         needed = self.depth_stages_needed(choice.to(self.needs_depth.device)).cpu()
         ran = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double()
-        gate = 0.0 if self.forced_choice is not None else float(self.costs["gate"])
+        gate = 0.0 if self.routing_is_fixed else float(self.costs["gate"])
         return float(self.costs["fixed"]) + gate + per_cell + ran @ depth
 
     def depth_madds(self, choice: Tensor) -> Tensor:
@@ -230,3 +240,23 @@ class FusionLevelDynMM(nn.Module):
         depth_cost = ((1 - skip_from) * depth).sum(dim=1)
         most = cells.max(dim=1).values.sum() + depth.sum()
         return ((cell_cost + depth_cost) / most).mean()
+
+
+def build_fusion_level(config: FusionLevelConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> FusionLevelDynMM:
+    """The model a FusionLevelConfig describes for a data set with `rgb` and `depth` images and per-pixel labels."""
+    missing = [m for m in ("rgb", "depth") if m not in specs]
+    if missing or task.kind != "segmentation":
+        raise ConfigError(
+            f"fusion-level DynMM needs `rgb` and `depth` image modalities and a segmentation task; the data set "
+            f"has {sorted(specs)} and a {task.kind} task"
+        )
+    ops = list(config.ops or CELL_OPS)
+    if config.static_op is not None and config.static_op not in ops:
+        raise ConfigError(f"fusion_level.static_op {config.static_op!r} is not among the cell ops {ops}")
+    if config.resource_weight < 0:
+        raise ConfigError(f"fusion_level.resource_weight (λ) must be >= 0, got {config.resource_weight}")
+    size = (specs["rgb"].shape[1], specs["rgb"].shape[2])
+    model = FusionLevelDynMM(config.layout, task.num_classes, size, ops, config.decoder_width, config.gate_width)
+    if config.static_op is not None:
+        model.static_op = ops.index(config.static_op)
+    return model

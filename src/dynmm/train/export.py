@@ -16,9 +16,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dynmm.config import DataConfig, ExpertConfig, GateConfig, ModelConfig, from_dict
+from dynmm.config import DataConfig, ExpertConfig, FusionLevelConfig, GateConfig, ModelConfig, from_dict
 from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
+from dynmm.models.fusion_level import build_fusion_level
 from dynmm.models.modality_level import build_modality_level
 from dynmm.models.static import build_static_model
 from dynmm.specs import ModalitySpec, TaskSpec
@@ -47,7 +48,7 @@ class ExportedModel:
     gate: GateConfig | None = None
 
 
-MODEL_TYPES = ("static", "dynmm")
+MODEL_TYPES = ("static", "dynmm", "fusion_level")
 
 
 def export_model(
@@ -60,6 +61,7 @@ def export_model(
     extra: dict[str, Any] | None = None,
     experts: list[tuple[str, ModelConfig]] | None = None,
     gate: GateConfig | None = None,
+    fusion_level: FusionLevelConfig | None = None,
 ) -> None:
     """Write weights first, then the description: a description on disk always has its weights.
 
@@ -68,9 +70,11 @@ def export_model(
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
     dynmm = experts is not None and gate is not None
+    model_type = "fusion_level" if fusion_level is not None else "dynmm" if dynmm else "static"
     description = {
         "format_version": FORMAT_VERSION,
-        "model_type": "dynmm" if dynmm else "static",
+        "model_type": model_type,
+        "fusion_level": dataclasses.asdict(fusion_level) if fusion_level is not None else None,
         "model": dataclasses.asdict(model_config),
         "experts": [{"name": name, "model": dataclasses.asdict(cfg)} for name, cfg in experts or []],
         "gate": dataclasses.asdict(gate) if gate is not None else None,
@@ -113,7 +117,9 @@ def load_exported(directory: str | Path) -> ExportedModel:
         ]
         gate = from_dict(GateConfig, description["gate"], "gate") if model_type == "dynmm" else None
         model: nn.Module
-        if gate is not None:
+        if model_type == "fusion_level":
+            model = build_fusion_level(from_dict(FusionLevelConfig, description["fusion_level"]), specs, task)
+        elif gate is not None:
             built = [build_static_model(cfg, specs, task) for _, cfg in experts]
             model = build_modality_level(built, gate, specs)
         else:

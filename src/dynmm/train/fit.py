@@ -6,19 +6,23 @@ behave the same everywhere.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from safetensors.torch import load_file, save_file
 
 from dynmm.config import TrainConfig
 from dynmm.errors import ConfigError
+from dynmm.io import atomic_write, atomic_write_json
 from dynmm.train.module import OPTIMIZERS
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -92,3 +96,33 @@ def fit(
     module.load_state_dict(state)
     module.cpu()
     return FitResult(best, round(train_time, 3), trainer.current_epoch)
+
+
+STAGE_WEIGHTS = "weights.safetensors"
+STAGE_DONE = "done.json"
+
+
+def fit_stage(
+    stage_dir: Path,
+    module: pl.LightningModule,
+    model: torch.nn.Module,
+    data: pl.LightningDataModule,
+    train: TrainConfig,
+    monitor: tuple[str, str],
+    seed: int,
+    callbacks: list[pl.Callback] | None = None,
+) -> dict[str, Any]:
+    """One stage of a multi-stage recipe: skipped (its weights loaded into `model`) when it already completed,
+    resumed from its last checkpoint when interrupted, else trained; completion is marked only after the
+    stage's weights are safely on disk."""
+    done = stage_dir / STAGE_DONE
+    if done.is_file():
+        model.load_state_dict(load_file(str(stage_dir / STAGE_WEIGHTS)))
+        return dict(json.loads(done.read_text()))
+    pl.seed_everything(seed, workers=True, verbose=False)
+    fitted = fit(module, data, stage_dir, train, monitor[0], monitor[1], resume=True, callbacks=callbacks)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(stage_dir / STAGE_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    summary = {"train_time_s": fitted.train_time_s, "epochs": fitted.epochs, "monitor": monitor[0]}
+    atomic_write_json(done, summary)
+    return summary

@@ -12,12 +12,10 @@ Layout of a DynMM run directory:
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from safetensors.torch import load_file, save_file
 
 from dynmm.config import (
     DataConfig,
@@ -32,17 +30,15 @@ from dynmm.config import (
 )
 from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.errors import ConfigError
-from dynmm.io import atomic_write, atomic_write_json, atomic_write_text
+from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.models.modality_level import ModalityLevelDynMM, build_modality_level
 from dynmm.nn.gates import check_gate_config
 from dynmm.specs import TaskSpec
 from dynmm.train.dynmm_module import DynMMGateModule
 from dynmm.train.export import export_model, load_exported
-from dynmm.train.fit import check_train_config, fit
+from dynmm.train.fit import check_train_config, fit_stage
 from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_dir, monitor_for, run_or_reuse
 
-STAGE_WEIGHTS = "weights.safetensors"
-STAGE_DONE = "done.json"
 OBJECTIVE = ("val/objective", "min")
 """Stages II and III keep the checkpoint with the best task loss + λ·cost on validation: the trade-off the gate
 is trained for (selecting by accuracy alone would favour the most expensive routing)."""
@@ -108,12 +104,6 @@ def run_stage(
 ) -> dict[str, Any]:
     """Train the gate (stage II) or everything (stage III); a completed stage is loaded instead of retrained."""
     assert config.dynmm is not None
-    stage_dir = run_dir / name
-    done = stage_dir / STAGE_DONE
-    if done.is_file():
-        model.load_state_dict(load_file(str(stage_dir / STAGE_WEIGHTS)))
-        return dict(json.loads(done.read_text()))
-    pl.seed_everything(config.seed, workers=True, verbose=False)
     module = DynMMGateModule(
         model,
         task,
@@ -123,14 +113,11 @@ def run_stage(
         train.optimizer,
         train_experts=train_experts,
     )
-    monitor, mode = monitor_for(train, task, default=OBJECTIVE)
-    fitted = fit(module, data, stage_dir, train, monitor, mode, resume=True)
+    summary = fit_stage(
+        run_dir / name, module, model, data, train, monitor_for(train, task, default=OBJECTIVE), config.seed
+    )
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(stage_dir / STAGE_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-    summary = {"train_time_s": fitted.train_time_s, "epochs": fitted.epochs, "monitor": monitor}
-    atomic_write_json(done, summary)
     return summary
 
 

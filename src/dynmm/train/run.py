@@ -90,10 +90,16 @@ def monitor_for(train: TrainConfig, task: TaskSpec, default: tuple[str, str] | N
 
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     """Train the configured model (or the DynMM recipe), keep the best checkpoint, export and evaluate it."""
+    if config.dynmm is not None and config.fusion_level is not None:
+        raise ConfigError("a run config has either a `dynmm` or a `fusion_level` section, not both")
     if config.dynmm is not None:
         from dynmm.train.recipe import run_dynmm_recipe
 
         return run_dynmm_recipe(config, resume)
+    if config.fusion_level is not None:
+        from dynmm.train.fusion_recipe import run_fusion_level_recipe
+
+        return run_fusion_level_recipe(config, resume)
     check_train_config(config.train)
     run_dir = _prepare_run_dir(config, resume)
     pl.seed_everything(config.seed, workers=True, verbose=False)

@@ -13,8 +13,15 @@ def predictions(task: TaskSpec, outputs: Tensor) -> Tensor:
     return outputs.squeeze(-1) if task.kind == "regression" else outputs
 
 
+SEGMENTATION_IGNORE = 255
+"""Unlabeled pixels (the same constant as eval.metrics): no loss, no metric."""
+
+
 def task_loss(task: TaskSpec, outputs: Tensor, target: Tensor) -> Tensor:
-    """L1 for sentiment regression (as MultiBench's affect recipes), cross-entropy for classes."""
+    """L1 for sentiment regression (as MultiBench's affect recipes), cross-entropy for classes and for pixels
+    (segmentation: outputs (B, C, H, W), target (B, H, W) with unlabeled pixels ignored)."""
     if task.kind == "regression":
         return F.l1_loss(outputs.squeeze(-1), target.float())
+    if task.kind == "segmentation":
+        return F.cross_entropy(outputs, target.long(), ignore_index=SEGMENTATION_IGNORE)
     return F.cross_entropy(outputs, target.long())

@@ -1,0 +1,40 @@
+"""Evaluation of fusion-level DynMM as deployed: segmentation metrics, realized MAdds (total and depth encoder)
+per sample, and which op each cell chose how often."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from dynmm.eval.metrics import build_metrics
+from dynmm.models.fusion_level import FusionLevelDynMM
+from dynmm.modes import eval_mode
+from dynmm.specs import Batch, TaskSpec
+from dynmm.train.task import predictions
+
+
+@torch.no_grad()
+def evaluate_fusion_level(model: FusionLevelDynMM, batches: Iterable[Batch], task: TaskSpec) -> dict[str, Any]:
+    metrics = build_metrics(task)
+    choices = []
+    with eval_mode(model):
+        for inputs, target in batches:
+            outputs = model(inputs)
+            metrics.update(predictions(task, outputs), target)
+            assert model.last_choice is not None
+            choices.append(model.last_choice.cpu())
+    choice = torch.cat(choices)
+    ops = len(model.op_names)
+    return {
+        **{name: float(value) for name, value in metrics.compute().items()},
+        "madds_per_sample": float(model.realized_madds(choice).mean()),
+        "depth_madds_per_sample": float(model.depth_madds(choice).mean()),
+        "depth_madds_full": float(sum(model.costs["depth_stages"])),
+        "depth_stages_run": torch.bincount(model.depth_stages_needed(choice), minlength=model.num_cells + 1).tolist(),
+        "ops_per_cell": [
+            dict(zip(model.op_names, torch.bincount(choice[:, k], minlength=ops).tolist(), strict=True))
+            for k in range(model.num_cells)
+        ],
+    }

@@ -1,0 +1,79 @@
+"""Fusion-level DynMM as one command: stage I supernet on random paths, stage II gate + network with the
+resource loss (τ decayed exponentially), evaluation and export; or one static single-op baseline.
+
+Layout: runs/<name>/{supernet,gate | static}/ (checkpoints, logs, weights + done.json per finished stage),
+model.safetensors/.json, metrics.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import lightning.pytorch as pl
+
+from dynmm.config import RunConfig, dump_config
+from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.errors import ConfigError
+from dynmm.eval.fusion_level_eval import evaluate_fusion_level
+from dynmm.io import atomic_write_json, atomic_write_text
+from dynmm.models.fusion_level import build_fusion_level
+from dynmm.relax import TemperatureSchedule
+from dynmm.train.export import export_model
+from dynmm.train.fit import fit_stage
+from dynmm.train.fusion_module import FusionLevelModule, Stage
+from dynmm.train.recipe import stage_train
+from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_dir, monitor_for
+
+SUPERNET_MONITOR = ("val/loss", "min")
+GATE_MONITOR = ("val/objective", "min")
+
+
+def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResult:
+    fl = config.fusion_level
+    assert fl is not None
+    stages_train = {
+        "supernet": stage_train(config, fl.supernet_train, "fusion_level.supernet_train"),
+        "gate": stage_train(config, fl.gate_train, "fusion_level.gate_train"),
+        "static": stage_train(config, {}, "train"),
+    }
+    if fl.tau_start <= 0 or fl.tau_end <= 0:
+        raise ConfigError(f"fusion_level.tau_start and tau_end must be > 0, got {fl.tau_start}, {fl.tau_end}")
+    data = MultimodalDataModule(
+        config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
+    )
+    data.setup()
+    info = data.info
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_fusion_level(fl, info.modalities, info.task)
+    run_dir = _prepare_run_dir(config, resume)
+    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+
+    plan: list[tuple[Stage, tuple[str, str]]] = (
+        [("static", monitor_for(config.train, info.task))]
+        if fl.static_op is not None
+        else [("supernet", SUPERNET_MONITOR), ("gate", GATE_MONITOR)]
+    )
+    summaries: dict[str, Any] = {}
+    for stage, monitor in plan:
+        train = stages_train[stage]
+        tau = TemperatureSchedule("exponential", fl.tau_start, fl.tau_end, max(train.max_epochs, 1))
+        module = FusionLevelModule(
+            model, info.task, stage, train.lr, train.weight_decay, train.optimizer, fl.resource_weight, tau
+        )
+        summaries[stage] = fit_stage(run_dir / stage, module, model, data, train, monitor, config.seed)
+        model.forced_choice = None
+    model.eval()
+    metrics: dict[str, Any] = {
+        "valid": evaluate_fusion_level(model, data.val_dataloader(), info.task),
+        "test": evaluate_fusion_level(model, data.test_dataloader(), info.task),
+        "costs": model.costs,
+        "stages": summaries,
+    }
+    metrics["madds_per_sample"] = metrics["test"]["madds_per_sample"]
+    data_config = dataclasses.replace(config.data, options=dict(data.options))
+    export_model(
+        run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics}, fusion_level=fl
+    )
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    return RunResult(run_dir, metrics)
