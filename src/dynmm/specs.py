@@ -33,13 +33,15 @@ class ModalitySpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What the target is: a real-valued score (regression) or one of `num_classes` labels."""
+    """What the target is: a real-valued score (regression), one of `num_classes` labels (classification), or
+    one label per pixel (segmentation: target (H, W) int64; pixels labelled with an ignore index count nowhere)."""
 
-    kind: Literal["regression", "classification"]
+    kind: Literal["regression", "classification", "segmentation"]
     num_classes: int = 0
 
     @property
     def output_dim(self) -> int:
+        """Output channels of a model's head: 1 for regression, else one logit per class (per pixel)."""
         return 1 if self.kind == "regression" else self.num_classes
 
 

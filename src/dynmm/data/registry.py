@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from dynmm.data.avdigits import AVDigitsOptions, avdigits_info, load_avdigits
 from dynmm.data.base import DatasetInfo, MultimodalDataset
 from dynmm.data.mosi import load_mosi, mosi_info
+from dynmm.data.rgbd_synth import RGBDSynthOptions, load_rgbd_synth, rgbd_synth_info
 from dynmm.errors import ConfigError
 
 Loader = Callable[..., dict[str, MultimodalDataset]]
@@ -23,6 +24,7 @@ class _Entry:
 _ENTRIES: dict[str, _Entry] = {
     "mosi": _Entry(load_mosi, mosi_info, ("split_column", "stats_split_column")),
     "avdigits": _Entry(load_avdigits, avdigits_info, ("seed", *(f.name for f in fields(AVDigitsOptions)))),
+    "rgbd_synth": _Entry(load_rgbd_synth, rgbd_synth_info, ("seed", *(f.name for f in fields(RGBDSynthOptions)))),
 }
 
 DATASETS: dict[str, Loader] = {name: entry.loader for name, entry in _ENTRIES.items()}
