@@ -1,0 +1,59 @@
+"""Fusion-level recipe end to end on tiny synthetic RGB-D data: stages, metrics, export, static baselines."""
+
+import pytest
+
+from dynmm.config import load_config
+from dynmm.errors import ConfigError
+from dynmm.train.evaluate_run import evaluate_exported
+from dynmm.train.export import load_exported
+from dynmm.train.run import train_run
+
+CONFIG = "configs/rgbd_synth/dynmm_fusion.yaml"
+TINY = [
+    "--data.options.train_size=32",
+    "--data.options.valid_size=8",
+    "--data.options.test_size=8",
+    "--data.options.height=32",
+    "--data.options.width=48",
+    "--fusion_level.supernet_train.max_epochs=1",
+    "--fusion_level.gate_train.max_epochs=1",
+    "--train.max_epochs=1",
+]
+
+
+def tiny(tmp_path, name, *extra):
+    return load_config(CONFIG, [f"--output_dir={tmp_path}", f"--name={name}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def dynamic(tmp_path_factory):
+    return train_run(tiny(tmp_path_factory.mktemp("runs"), "dyn"))
+
+
+def test_two_stages_metrics_and_export(dynamic):
+    run = dynamic.run_dir
+    for stage in ("supernet", "gate"):
+        assert (run / stage / "done.json").is_file()
+    test = dynamic.metrics["test"]
+    assert 0.0 <= test["miou"] <= 1.0 and 0.0 <= test["pixel_accuracy"] <= 1.0
+    assert test["depth_madds_per_sample"] <= test["depth_madds_full"]
+    assert sum(test["depth_stages_run"]) == 8 and all(sum(c.values()) == 8 for c in test["ops_per_cell"])
+    assert load_exported(run).model_type == "fusion_level"
+    evaluation = evaluate_exported(run, "test")
+    assert evaluation.metrics["miou"] == pytest.approx(test["miou"], abs=1e-6)
+
+
+def test_rgb_only_baseline_never_runs_the_depth_encoder(dynamic, tmp_path):
+    rgb_only = train_run(tiny(tmp_path, "rgb", "--fusion_level.static_op=identity")).metrics["test"]
+    assert rgb_only["depth_madds_per_sample"] == 0.0
+    assert rgb_only["depth_stages_run"] == [8, 0, 0, 0, 0]
+    everywhere = train_run(tiny(tmp_path, "add", "--fusion_level.static_op=add")).metrics["test"]
+    assert everywhere["depth_madds_per_sample"] == everywhere["depth_madds_full"]
+    assert rgb_only["madds_per_sample"] < everywhere["madds_per_sample"]
+
+
+def test_bad_fusion_level_configs(tmp_path):
+    with pytest.raises(ConfigError, match="static_op 'sum' is not among the cell ops"):
+        train_run(tiny(tmp_path, "bad", "--fusion_level.static_op=sum"))
+    with pytest.raises(ConfigError, match="needs `rgb` and `depth` image modalities"):
+        train_run(load_config("configs/mosi/static.yaml", [f"--output_dir={tmp_path}", "--fusion_level={}"]))
