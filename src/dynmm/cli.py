@@ -195,6 +195,42 @@ def bench_speed(
     console.print(f"results written to [bold]{output}[/bold]")
 
 
+@bench_app.command("fusion-speed")
+def bench_fusion_speed(
+    run: Path = typer.Argument(..., help="A trained fusion-level DynMM run (dynmm train configs/rgbd_synth/...)."),
+    batch_sizes: str = typer.Option("1,16,64", help="Comma-separated batch sizes."),
+    repeats: int = typer.Option(20, help="Timed calls per setting (the median is reported)."),
+    output: Path = typer.Option(None, help="JSON file to write (default RUN/speed.json)."),
+) -> None:
+    """Masked (whole depth encoder, every op) vs dispatch (progressive depth skipping) inference time."""
+    from dynmm.bench.fusion_speed import fusion_level_speed
+    from dynmm.errors import ConfigError
+    from dynmm.io import atomic_write_json
+
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",") if b]
+    except ValueError as err:
+        raise ConfigError(f"--batch-sizes takes comma-separated integers ({err})") from err
+    results = fusion_level_speed(run, sizes, repeats)
+    output = output or run / "speed.json"
+    atomic_write_json(output, results)
+    rows = [
+        {
+            "batch": str(r["batch_size"]),
+            "MAdds M masked": f"{r['madds_per_sample']['masked'] / 1e6:.2f}",
+            "MAdds M dispatch": f"{r['madds_per_sample']['dispatch'] / 1e6:.2f}",
+            "depth MAdds M dispatch": f"{r['depth_madds_per_sample'] / 1e6:.2f}",
+            "ms masked": f"{r['median_ms']['masked']:.2f}",
+            "ms dispatch": f"{r['median_ms']['dispatch']:.2f}",
+            "predicted": f"{r['predicted_speedup']:.2f}×",
+            "realized": f"{r['realized_speedup']:.2f}×",
+        }
+        for r in results["rows"]
+    ]
+    _print_rows(f"{run} · masked vs dispatch · median of {repeats} calls", rows)
+    console.print(f"results written to [bold]{output}[/bold]")
+
+
 @app.command()
 def demo(
     output: Path = typer.Option(Path("runs/demo/baselines.json"), help="Where the demo writes its results."),

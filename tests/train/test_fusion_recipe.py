@@ -57,3 +57,19 @@ def test_bad_fusion_level_configs(tmp_path):
         train_run(tiny(tmp_path, "bad", "--fusion_level.static_op=sum"))
     with pytest.raises(ConfigError, match="needs `rgb` and `depth` image modalities"):
         train_run(load_config("configs/mosi/static.yaml", [f"--output_dir={tmp_path}", "--fusion_level={}"]))
+
+
+def test_speed_benchmark_counts_what_dispatch_skips(dynamic):
+    from dynmm.bench.fusion_speed import fusion_level_speed
+
+    (row,) = fusion_level_speed(dynamic.run_dir, [4], repeats=1)["rows"]
+    assert row["madds_per_sample"]["dispatch"] <= row["madds_per_sample"]["masked"]
+    assert row["predicted_speedup"] >= 1.0 and row["median_ms"]["dispatch"] > 0
+
+
+def test_speed_benchmark_refuses_other_runs(tmp_path):
+    from dynmm.bench.fusion_speed import fusion_level_speed
+
+    static = load_config("configs/mosi/static.yaml", [f"--output_dir={tmp_path}", "--name=s", "--train.max_epochs=1"])
+    with pytest.raises(ConfigError, match="not a fusion-level DynMM"):
+        fusion_level_speed(train_run(static).run_dir, [1], 1)

@@ -1,0 +1,46 @@
+"""Does progressive depth skipping become wall-clock time? A trained fusion-level DynMM run, masked (every depth
+stage and every op on every image, as the papers' code) vs dispatch (only the depth stages some later cell needs,
+each op on its own images), with MAdds counted on the timed calls and peak memory per call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from dynmm.bench.speed import environment, median_seconds, peak_memory_bytes, tile_rows
+from dynmm.cost import count_madds
+from dynmm.data.registry import load_dataset
+from dynmm.errors import ConfigError
+from dynmm.models.fusion_level import FusionLevelDynMM
+from dynmm.routing import Mode
+from dynmm.train.export import load_exported
+
+TIMED: tuple[Mode, ...] = ("masked", "dispatch")
+
+
+def fusion_level_speed(run_dir: str | Path, batch_sizes: Sequence[int], repeats: int) -> dict[str, Any]:
+    exported = load_exported(run_dir)
+    model = exported.model
+    if not isinstance(model, FusionLevelDynMM):
+        raise ConfigError(f"{run_dir} holds a {exported.model_type} model, not a fusion-level DynMM")
+    inputs = load_dataset(exported.data_config.name, **exported.data_config.options)["test"].inputs
+    model.eval()
+    rows = []
+    for batch in batch_sizes:
+        x = tile_rows(inputs, batch)
+        row: dict[str, Any] = {"batch_size": batch, "madds_per_sample": {}, "median_ms": {}, "peak_memory_bytes": {}}
+        call = partial(model, x)
+        for mode in TIMED:
+            model.set_mode(mode)
+            row["madds_per_sample"][mode] = count_madds(call).total / batch
+            row["median_ms"][mode] = 1e3 * median_seconds(call, repeats)
+            row["peak_memory_bytes"][mode] = peak_memory_bytes(call)
+        assert model.last_choice is not None
+        row["depth_madds_per_sample"] = float(model.depth_madds(model.last_choice).mean())
+        row["predicted_speedup"] = row["madds_per_sample"]["masked"] / row["madds_per_sample"]["dispatch"]
+        row["realized_speedup"] = row["median_ms"]["masked"] / row["median_ms"]["dispatch"]
+        rows.append(row)
+    model.set_mode("dispatch")
+    return {"environment": environment(), "repeats": repeats, "run": str(run_dir), "rows": rows}
