@@ -52,13 +52,15 @@ def test_rows_whose_trailing_cells_are_identity_never_enter_those_depth_stages()
         stage.register_forward_hook(lambda module, args, out, k=k: seen.append((k, args[0].shape[0])))
         for k, stage in enumerate(model.depth.stages)
     ]
+    hooks.append(model.depth.stem.register_forward_hook(lambda m, args, out: seen.append(("stem", args[0].shape[0]))))
     with torch.no_grad():
         model(batch(12))
     for hook in hooks:
         hook.remove()
     needed = model.depth_stages_needed(choice)
     assert needed[0] == 0 and needed[1] == 2 and needed[2] == model.num_cells
-    expected = [(k, int((needed > k).sum())) for k in range(model.num_cells) if int((needed > k).sum())]
+    expected = [("stem", int((needed > 0).sum()))]  # no gate here: RGB-only rows skip the depth stem too
+    expected += [(k, int((needed > k).sum())) for k in range(model.num_cells) if int((needed > k).sum())]
     assert seen == expected
 
 
@@ -85,10 +87,13 @@ def test_expected_cost_equals_the_realized_cost_of_one_hot_weights():
     weights = torch.nn.functional.one_hot(choice, len(model.op_names)).float()
     cells = torch.tensor(model.costs["cells"], dtype=torch.float64)
     depth = torch.tensor(model.costs["depth_stages"], dtype=torch.float64)
-    variable = model.realized_madds(choice) - model.costs["fixed"] - model.costs["gate"]
+    variable = model.realized_madds(choice) - model.costs["fixed"] - model.costs["gate"] - model.costs["depth_stem"]
     most = cells.max(dim=1).values.sum() + depth.sum()
     assert float(model.expected_cost(weights)) == pytest.approx(float((variable / most).mean()), rel=1e-5)
-    assert float(model.depth_madds(choice)[0]) == 0.0 and float(model.depth_madds(choice)[2]) == float(depth.sum())
+    stem = model.costs["depth_stem"]  # the gate reads the depth stem, so every row pays it
+    assert float(model.depth_madds(choice)[0]) == stem and float(model.depth_madds(choice)[2]) == stem + depth.sum()
+    model.forced_choice = choice  # without a gate, a row that reads no depth never runs the depth stem either
+    assert float(model.depth_madds(choice)[0]) == 0.0 and model.depth_madds_full() == stem + float(depth.sum())
 
 
 def test_training_is_dense_and_the_gate_gets_gradients():

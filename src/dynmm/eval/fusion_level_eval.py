@@ -31,7 +31,7 @@ def evaluate_fusion_level(model: FusionLevelDynMM, batches: Iterable[Batch], tas
         **{name: float(value) for name, value in metrics.compute().items()},
         "madds_per_sample": float(model.realized_madds(choice).mean()),
         "depth_madds_per_sample": float(model.depth_madds(choice).mean()),
-        "depth_madds_full": float(sum(model.costs["depth_stages"])),
+        "depth_madds_full": model.depth_madds_full(),
         "depth_stages_run": torch.bincount(model.depth_stages_needed(choice), minlength=model.num_cells + 1).tolist(),
         "ops_per_cell": [
             dict(zip(model.op_names, torch.bincount(choice[:, k], minlength=ops).tolist(), strict=True))

@@ -118,19 +118,21 @@ class FusionLevelDynMM(nn.Module):
             raise ConfigError(f"unknown execution mode {mode!r}; choose from {list(MODES)}")
         self.mode = mode
 
-    def decide(self, rgb_stem: Tensor, depth_stem: Tensor) -> tuple[Tensor, Tensor]:
-        """(choice (B, cells), weights (B, cells, ops)): static, forced, Gumbel (training) or argmax (eval)."""
+    def fixed_choice(self, batch: int, device: torch.device) -> Tensor | None:
+        """The (batch, cells) choice when no gate decides: a static op everywhere or forced paths; else None."""
         if self.static_op is not None:
-            choice = torch.full((rgb_stem.shape[0], self.num_cells), self.static_op, device=rgb_stem.device)
-            return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
+            return torch.full((batch, self.num_cells), self.static_op, device=device)
         if self.forced_choice is not None:
-            choice = self.forced_choice.to(rgb_stem.device)
-            if choice.shape != (rgb_stem.shape[0], self.num_cells):
+            if self.forced_choice.shape != (batch, self.num_cells):
                 raise ConfigError(
-                    f"forced_choice must be (batch, {self.num_cells}), got {tuple(choice.shape)} "
-                    f"for a batch of {rgb_stem.shape[0]}"
+                    f"forced_choice must be (batch, {self.num_cells}), got {tuple(self.forced_choice.shape)} "
+                    f"for a batch of {batch}"
                 )
-            return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
+            return self.forced_choice.to(device)
+        return None
+
+    def decide(self, rgb_stem: Tensor, depth_stem: Tensor) -> tuple[Tensor, Tensor]:
+        """(choice (B, cells), weights (B, cells, ops)) from the gate: Gumbel (training) or argmax (eval)."""
         logits = self.gate(torch.cat([rgb_stem, depth_stem], dim=1))
         if self.training:
             return gumbel_softmax(logits, self.tau, hard=True)
@@ -153,15 +155,24 @@ class FusionLevelDynMM(nn.Module):
         check_inputs(inputs, self.specs, where=type(self).__name__)
         rgb, depth = inputs["rgb"], inputs["depth"]
         batch = rgb.shape[0]
-        x, depth_x = self.rgb.stem(rgb), self.depth.stem(depth)
-        choice, weights = self.decide(x, depth_x)
+        x = self.rgb.stem(rgb)
+        fixed = self.fixed_choice(batch, rgb.device)
+        depth_x: Tensor | None = None
+        if fixed is None:  # the gate reads both stems, so every row's depth stem runs
+            depth_x = self.depth.stem(depth)
+            choice, weights = self.decide(x, depth_x)
+        else:
+            choice, weights = fixed, nn.functional.one_hot(fixed, len(self.op_names)).float()
         self.last_choice, self.last_weights = choice, weights
-        mode: Mode = "dense" if self.training and not self.routing_is_fixed else self.mode
+        mode: Mode = "dense" if self.training and fixed is None else self.mode
         if mode == "dispatch":
             needed = self.depth_stages_needed(choice)
         else:  # dense and masked run every op on every row, so every row needs the whole depth encoder
             needed = torch.full((batch,), self.num_cells, device=rgb.device)
         active = torch.arange(batch, device=rgb.device)
+        if depth_x is None:  # no gate: the depth stem runs only for rows that will use depth at all
+            active = active[needed > 0]
+            depth_x = self.depth.stem(depth.index_select(0, active)) if active.numel() else depth[:0]
         features = []
         for k, cell in enumerate(self.fusion_cells):
             x = self.rgb.stages[k](x)
@@ -195,7 +206,8 @@ class FusionLevelDynMM(nn.Module):
         rgb, depth = torch.zeros(1, 3, *image_size), torch.zeros(1, 1, *image_size)
         with eval_mode(self), torch.no_grad():
             x, d = self.rgb.stem(rgb), self.depth.stem(depth)
-            fixed = madds(self.rgb.stem, rgb) + madds(self.depth.stem, depth)
+            fixed = madds(self.rgb.stem, rgb)
+            depth_stem = madds(self.depth.stem, depth)
             gate = madds(self.gate, torch.cat([x, d], 1))
             depth_stages, cells, features = [], [], []
             for k, cell in enumerate(self.fusion_cells):
@@ -206,25 +218,28 @@ class FusionLevelDynMM(nn.Module):
                 cells.append([madds(op, x, d if needs else None) for op, needs in pairs])
                 features.append(x)
             fixed += madds(self.decoder, features, image_size)
-        return {"fixed": fixed, "gate": gate, "depth_stages": depth_stages, "cells": cells}
+        return {"fixed": fixed, "gate": gate, "depth_stem": depth_stem, "depth_stages": depth_stages, "cells": cells}
 
     def realized_madds(self, choice: Tensor) -> Tensor:
-        """MAdds each sample paid in dispatch mode, from the measured pieces and its choices (the gate is paid
-        unless the routing was forced, as for a static single-op baseline)."""
+        """MAdds each sample paid in dispatch mode, from the measured pieces and its choices. The gate (and the
+        depth stem it reads) is paid unless the routing is fixed, as for a static single-op baseline."""
         cells = torch.tensor(self.costs["cells"], dtype=torch.float64)  # (cells, ops)
-        depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float64)
         choice = choice.cpu()
         per_cell = cells.gather(1, choice.t()).t().sum(dim=1)
-        needed = self.depth_stages_needed(choice.to(self.needs_depth.device)).cpu()
-        ran = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double()
         gate = 0.0 if self.routing_is_fixed else float(self.costs["gate"])
-        return float(self.costs["fixed"]) + gate + per_cell + ran @ depth
+        return float(self.costs["fixed"]) + gate + per_cell + self.depth_madds(choice)
 
     def depth_madds(self, choice: Tensor) -> Tensor:
-        """Depth-encoder MAdds (stages only) each sample paid: what progressive skipping saves."""
+        """Depth-encoder MAdds (stem + stages) each sample paid: what progressive skipping saves."""
         depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float64)
         needed = self.depth_stages_needed(choice.to(self.needs_depth.device)).cpu()
-        return (torch.arange(self.num_cells)[None, :] < needed[:, None]).double() @ depth
+        stages = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double() @ depth
+        stem_ran = torch.ones_like(stages) if not self.routing_is_fixed else (needed > 0).double()
+        return stages + stem_ran * float(self.costs["depth_stem"])
+
+    def depth_madds_full(self) -> float:
+        """The whole depth encoder (stem + every stage), what a static fusion in every cell pays."""
+        return float(self.costs["depth_stem"]) + float(sum(self.costs["depth_stages"]))
 
     def expected_cost(self, weights: Tensor) -> Tensor:
         """Differentiable cost of (straight-through) weights (B, cells, ops), normalised by the costliest routing.
