@@ -112,3 +112,30 @@ def test_bad_forced_choice_and_mode():
         model.set_mode("sparse")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown ResNet layout"):
         FusionLevelDynMM("resnet7", 5, SIZE)
+
+
+def test_beta_knob_trades_depth_for_cost():
+    model = build()
+    x = batch(8)
+    with torch.no_grad():
+        model.beta = 1e6
+        model(x)
+        assert bool((model.depth_stages_needed(model.last_choice) == 0).all())
+        model.beta = -1e6  # the costliest op everywhere: the whole depth encoder runs
+        model(x)
+        assert bool((model.depth_stages_needed(model.last_choice) == model.num_cells).all())
+
+
+def test_missing_depth_runs_rgb_only_and_pays_no_depth():
+    model = build()
+    x = batch(6)
+    x["depth"] = torch.zeros_like(x["depth"])
+    with torch.no_grad():
+        out = model(x, missing=["depth"])
+        assert bool((model.last_choice == model.op_names.index("identity")).all())
+        model.static_op = model.op_names.index("identity")
+        torch.testing.assert_close(out, model(x))
+        model.static_op = None
+    counted = count_madds(lambda: model(x, missing=["depth"])).total / 6
+    assert counted == pytest.approx(float(model.realized_madds(model.last_choice, gate_ran=False).mean()))
+    assert float(model.depth_madds(model.last_choice, gate_ran=False).max()) == 0.0

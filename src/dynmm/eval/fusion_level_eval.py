@@ -3,7 +3,7 @@ per sample, and which op each cell chose how often."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import torch
@@ -16,12 +16,16 @@ from dynmm.train.task import predictions
 
 
 @torch.no_grad()
-def evaluate_fusion_level(model: FusionLevelDynMM, batches: Iterable[Batch], task: TaskSpec) -> dict[str, Any]:
+def evaluate_fusion_level(
+    model: FusionLevelDynMM, batches: Iterable[Batch], task: TaskSpec, missing: Collection[str] = ()
+) -> dict[str, Any]:
+    """Metrics, MAdds and op counts of the model as deployed (told which modalities are missing)."""
     metrics = build_metrics(task)
+    gate_ran = not (model.routing_is_fixed or "depth" in missing)
     choices = []
     with eval_mode(model):
         for inputs, target in batches:
-            outputs = model(inputs)
+            outputs = model(inputs, missing=missing)
             metrics.update(predictions(task, outputs), target)
             assert model.last_choice is not None
             choices.append(model.last_choice.cpu())
@@ -29,8 +33,8 @@ def evaluate_fusion_level(model: FusionLevelDynMM, batches: Iterable[Batch], tas
     ops = len(model.op_names)
     return {
         **{name: float(value) for name, value in metrics.compute().items()},
-        "madds_per_sample": float(model.realized_madds(choice).mean()),
-        "depth_madds_per_sample": float(model.depth_madds(choice).mean()),
+        "madds_per_sample": float(model.realized_madds(choice, gate_ran).mean()),
+        "depth_madds_per_sample": float(model.depth_madds(choice, gate_ran).mean()),
         "depth_madds_full": model.depth_madds_full(),
         "depth_stages_run": torch.bincount(model.depth_stages_needed(choice), minlength=model.num_cells + 1).tolist(),
         "ops_per_cell": [

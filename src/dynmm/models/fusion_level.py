@@ -10,7 +10,7 @@ through the shared routing core (dispatch / masked / dense), so the papers' mask
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -104,6 +104,7 @@ class FusionLevelDynMM(nn.Module):
         self.tau = 1.0
         self.forced_choice: Tensor | None = None
         self.static_op: int | None = None
+        self.beta = 0.0
         self.last_choice: Tensor | None = None
         self.last_weights: Tensor | None = None
         self.costs = self._measure_costs(image_size)
@@ -136,7 +137,8 @@ class FusionLevelDynMM(nn.Module):
         logits = self.gate(torch.cat([rgb_stem, depth_stem], dim=1))
         if self.training:
             return gumbel_softmax(logits, self.tau, hard=True)
-        choice = logits.argmax(dim=-1)
+        scores = logits - self.beta * self.op_costs() if self.beta else logits
+        choice = scores.argmax(dim=-1)
         return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
 
     @property
@@ -151,12 +153,17 @@ class FusionLevelDynMM(nn.Module):
         return (reads * stage).amax(dim=1)
 
     # ----------------------------------------------------------------- forward
-    def forward(self, inputs: Inputs) -> Tensor:
+    def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
+        """Segment a batch. `missing=["depth"]` (depth absent at test time): every cell runs RGB only."""
         check_inputs(inputs, self.specs, where=type(self).__name__)
         rgb, depth = inputs["rgb"], inputs["depth"]
         batch = rgb.shape[0]
         x = self.rgb.stem(rgb)
         fixed = self.fixed_choice(batch, rgb.device)
+        if "depth" in missing:
+            if "identity" not in self.op_names:
+                raise ConfigError("depth is missing but the cells have no `identity` (RGB only) op to fall back on")
+            fixed = torch.full((batch, self.num_cells), self.op_names.index("identity"), device=rgb.device)
         depth_x: Tensor | None = None
         if fixed is None:  # the gate reads both stems, so every row's depth stem runs
             depth_x = self.depth.stem(depth)
@@ -220,22 +227,32 @@ class FusionLevelDynMM(nn.Module):
             fixed += madds(self.decoder, features, image_size)
         return {"fixed": fixed, "gate": gate, "depth_stem": depth_stem, "depth_stages": depth_stages, "cells": cells}
 
-    def realized_madds(self, choice: Tensor) -> Tensor:
+    def realized_madds(self, choice: Tensor, gate_ran: bool | None = None) -> Tensor:
         """MAdds each sample paid in dispatch mode, from the measured pieces and its choices. The gate (and the
-        depth stem it reads) is paid unless the routing is fixed, as for a static single-op baseline."""
+        depth stem it reads) is paid when it ran: by default unless the routing is fixed (a static baseline)."""
+        gate_ran = not self.routing_is_fixed if gate_ran is None else gate_ran
         cells = torch.tensor(self.costs["cells"], dtype=torch.float64)  # (cells, ops)
         choice = choice.cpu()
         per_cell = cells.gather(1, choice.t()).t().sum(dim=1)
-        gate = 0.0 if self.routing_is_fixed else float(self.costs["gate"])
-        return float(self.costs["fixed"]) + gate + per_cell + self.depth_madds(choice)
+        gate = float(self.costs["gate"]) if gate_ran else 0.0
+        return float(self.costs["fixed"]) + gate + per_cell + self.depth_madds(choice, gate_ran)
 
-    def depth_madds(self, choice: Tensor) -> Tensor:
+    def depth_madds(self, choice: Tensor, gate_ran: bool | None = None) -> Tensor:
         """Depth-encoder MAdds (stem + stages) each sample paid: what progressive skipping saves."""
+        gate_ran = not self.routing_is_fixed if gate_ran is None else gate_ran
         depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float64)
         needed = self.depth_stages_needed(choice.to(self.needs_depth.device)).cpu()
         stages = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double() @ depth
-        stem_ran = torch.ones_like(stages) if not self.routing_is_fixed else (needed > 0).double()
+        stem_ran = torch.ones_like(stages) if gate_ran else (needed > 0).double()
         return stages + stem_ran * float(self.costs["depth_stem"])
+
+    def op_costs(self) -> Tensor:
+        """(cells, ops) cost of each choice for the test-time knob β, normalised by the costliest routing: the
+        op itself plus, for an op that reads depth at cell k, the depth stages up to k it forces to run."""
+        cells = torch.tensor(self.costs["cells"], dtype=torch.float32, device=self.needs_depth.device)
+        depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float32, device=self.needs_depth.device)
+        implied = self.needs_depth.float() * depth.cumsum(0)[:, None]
+        return (cells + implied) / (cells.max(dim=1).values.sum() + depth.sum())
 
     def depth_madds_full(self) -> float:
         """The whole depth encoder (stem + every stage), what a static fusion in every cell pays."""
