@@ -139,3 +139,16 @@ def test_writing_twice_overwrites_cleanly(tmp_path: Path) -> None:
     assert names == {"pareto.png", "routing.png", "robustness_0.png"}  # stale figures removed
     assert "speed.png" not in page and "robustness_1.png" not in page
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_examples_gallery(tmp_path):
+    import numpy as np
+
+    label = np.arange(12, dtype=np.int64).reshape(3, 4)
+    rows = [{"label": "scene 0", "panels": {"rgb": np.zeros((3, 4, 3)), "depth": np.ones((3, 4)), "label": label}}]
+    html_path = write_report(tmp_path, {"title": "t", "examples": {"title": "Examples", "rows": rows}})
+    assert (tmp_path / "figures" / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "figures/examples.png" in html_path.read_text()
+    bad = [{"panels": {"rgb": np.zeros((2, 3, 4, 5))}}]
+    with pytest.raises(DataError, match=r"examples.rows\[0\].panels.rgb"):
+        write_report(tmp_path, {"examples": {"rows": bad}})

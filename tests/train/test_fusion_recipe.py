@@ -39,6 +39,12 @@ def test_two_stages_metrics_and_export(dynamic):
     assert test["depth_madds_per_sample"] <= test["depth_madds_full"]
     assert sum(test["depth_stages_run"]) == 8 and all(sum(c.values()) == 8 for c in test["ops_per_cell"])
     assert load_exported(run).model_type == "fusion_level"
+    betas = dynamic.metrics["beta_curve"]
+    assert betas[-1]["depth_madds_per_sample"] <= betas[0]["depth_madds_per_sample"]  # β pushes to cheaper ops
+    missing = dynamic.metrics["robustness"]["missing_depth"]
+    assert missing["depth_madds_per_sample"] == 0.0
+    for figure in ("pareto.png", "routing.png", "examples.png", "robustness_0.png"):
+        assert (run / "figures" / figure).is_file(), figure
     evaluation = evaluate_exported(run, "test")
     assert evaluation.metrics["miou"] == pytest.approx(test["miou"], abs=1e-6)
 
@@ -50,6 +56,17 @@ def test_rgb_only_baseline_never_runs_the_depth_encoder(dynamic, tmp_path):
     everywhere = train_run(tiny(tmp_path, "add", "--fusion_level.static_op=add")).metrics["test"]
     assert everywhere["depth_madds_per_sample"] == everywhere["depth_madds_full"]
     assert rgb_only["madds_per_sample"] < everywhere["madds_per_sample"]
+
+
+def test_report_command_rebuilds_a_fusion_level_report(dynamic):
+    from typer.testing import CliRunner
+
+    from dynmm.cli import app
+
+    (dynamic.run_dir / "report.html").unlink()
+    out = CliRunner().invoke(app, ["report", str(dynamic.run_dir)])
+    assert out.exit_code == 0, out.output
+    assert "Example segmentations" in (dynamic.run_dir / "report.html").read_text()
 
 
 def test_bad_fusion_level_configs(tmp_path):

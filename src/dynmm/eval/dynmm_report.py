@@ -149,9 +149,15 @@ def write_run_report(run_dir: Path, sweep: Path | None = None, baselines: Path |
     """(Re)build report.html of a finished DynMM run from its JSON files, adding the speed measured by
     `dynmm bench speed --run RUN` (RUN/speed.json), the points of a λ sweep, and static baselines (seed-0 runs of
     `dynmm bench baselines` in `baselines`, re-evaluated on this run's evaluation data) when given."""
-    for name in (METRICS_FILE, ROUTING_FILE):
+    for name in (METRICS_FILE, "model.json"):
         if not (run_dir / name).is_file():
             raise DataError(f"{run_dir / name} is missing: is {run_dir} a finished DynMM run?")
+    if json.loads((run_dir / "model.json").read_text()).get("model_type") == "fusion_level":
+        from dynmm.eval.fusion_level_report import rebuild_fusion_report
+
+        return rebuild_fusion_report(run_dir, baselines)
+    if not (run_dir / ROUTING_FILE).is_file():
+        raise DataError(f"{run_dir / ROUTING_FILE} is missing: is {run_dir} a finished DynMM run?")
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
     if "beta_curve" not in metrics:
         raise DataError(f"{run_dir} is not a DynMM run (its metrics.json has no routing analysis)")

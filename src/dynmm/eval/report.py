@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -27,9 +28,9 @@ from matplotlib.figure import Figure
 from dynmm.errors import DataError
 from dynmm.io import atomic_write
 
-_TOP_KEYS = {"title", "metric", "summary", "pareto", "routing", "speed", "robustness"}
+_TOP_KEYS = {"title", "metric", "summary", "pareto", "routing", "speed", "robustness", "examples"}
 _PARETO_KEYS = {"experts", "baselines", "dynmm", "beta_curve", "oracle", "budget"}
-_FIGURE_NAMES = ("pareto.png", "routing.png", "speed.png")
+_FIGURE_NAMES = ("pareto.png", "routing.png", "speed.png", "examples.png")
 
 Point = tuple[str, float, float]  # (name, madds, metric)
 
@@ -204,6 +205,52 @@ def _robustness(value: Any) -> list[_Robustness]:
 
 
 # ---------------------------------------------------------------- figures and html
+
+
+@dataclass
+class _Examples:
+    title: str
+    rows: list[tuple[str, dict[str, np.ndarray]]]
+
+
+def _examples(value: Any) -> _Examples:
+    """{"title", "rows": [{"label", "panels": {name: (H, W) or (H, W, 3) array}}]}; integer 2-D panels are
+    drawn as class maps (one colour per class), float ones as heat maps, 3-channel ones as images."""
+    entry = _mapping(value, "examples", {"title", "rows"}, ("rows",))
+    rows = []
+    for i, row in enumerate(_list(entry["rows"], "examples.rows")):
+        at = f"examples.rows[{i}]"
+        row = _mapping(row, at, {"label", "panels"}, ("panels",))
+        panels = {}
+        for name, array in _mapping(row["panels"], f"{at}.panels", set(row["panels"])).items():
+            image = np.asarray(array)
+            shaped = image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
+            if not shaped or image.dtype.kind not in "iuf" or not np.isfinite(image).all():
+                raise _fail(f"{at}.panels.{name}", "a finite (H, W) or (H, W, 3) array", image.shape)
+            panels[str(name)] = image
+        rows.append((_str(row.get("label", f"example {i}"), f"{at}.label"), panels))
+    return _Examples(_str(entry.get("title", "Examples"), "examples.title"), rows)
+
+
+def _draw_examples(e: _Examples, path: Path) -> str:
+    columns = max(len(panels) for _, panels in e.rows)
+    fig = _figure(2.6 * columns, 2.2 * len(e.rows))
+    axes = fig.subplots(len(e.rows), columns, squeeze=False)
+    for r, (label, panels) in enumerate(e.rows):
+        for c, ax in enumerate(axes[r]):
+            ax.set_axis_off()
+            if c >= len(panels):
+                continue
+            name, image = list(panels.items())[c]
+            if image.ndim == 3:
+                ax.imshow(np.clip(image, 0, 1))
+            elif image.dtype.kind in "iu":
+                ax.imshow(image, cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
+            else:
+                ax.imshow(image, cmap="viridis")
+            ax.set_title(f"{label} · {name}" if c == 0 else name, fontsize=8)
+    _save(fig, path)
+    return ""
 
 
 def _esc(value: object) -> str:
@@ -381,6 +428,7 @@ def write_report(directory: Path, data: dict[str, Any]) -> Path:
     routing = _routing(data["routing"]) if "routing" in data else None
     speed = _speed(data["speed"]) if "speed" in data else []
     robustness = _robustness(data["robustness"]) if "robustness" in data else []
+    examples = _examples(data["examples"]) if "examples" in data else None
 
     directory = Path(directory)
     figures = directory / "figures"
@@ -404,6 +452,9 @@ def write_report(directory: Path, data: dict[str, Any]) -> Path:
         name = f"robustness_{i}.png"
         sections.append(_section(rob.title, _draw_robustness(rob, metric, figures / name), name))
         written.add(name)
+    if examples and examples.rows:
+        sections.append(_section(examples.title, _draw_examples(examples, figures / "examples.png"), "examples.png"))
+        written.add("examples.png")
 
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -16,6 +16,7 @@ from dynmm.config import RunConfig, dump_config
 from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.errors import ConfigError
 from dynmm.eval.fusion_level_eval import evaluate_fusion_level
+from dynmm.eval.fusion_level_report import analyse, write_fusion_report
 from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.models.fusion_level import build_fusion_level
 from dynmm.relax import TemperatureSchedule
@@ -71,9 +72,11 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
         "stages": summaries,
     }
     metrics["madds_per_sample"] = metrics["test"]["madds_per_sample"]
+    metrics.update(analyse(model, data.splits["test"], info.task))
     data_config = dataclasses.replace(config.data, options=dict(data.options))
     export_model(
         run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics}, fusion_level=fl
     )
     atomic_write_json(run_dir / METRICS_FILE, metrics)
+    write_fusion_report(run_dir, metrics, model, data.splits["test"], baselines=run_dir.parent)
     return RunResult(run_dir, metrics)

@@ -1,0 +1,170 @@
+"""What a trained fusion-level DynMM does beyond its headline metrics: the test-time cost knob β, robustness to
+noisy or missing depth and noisy RGB, example segmentations; written to metrics.json and report.html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dynmm.data.base import MultimodalDataset, collate
+from dynmm.data.registry import load_dataset
+from dynmm.errors import DataError
+from dynmm.eval.fusion_level_eval import evaluate_fusion_level
+from dynmm.eval.report import write_report
+from dynmm.eval.robustness import NoiseSpec, corrupt
+from dynmm.models.fusion_level import FusionLevelDynMM
+from dynmm.modes import eval_mode
+from dynmm.specs import TaskSpec
+
+BETAS = (-1.0, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
+EXAMPLES = 4
+KEEP = ("miou", "pixel_accuracy", "madds_per_sample", "depth_madds_per_sample")
+
+
+def _evaluate(model: FusionLevelDynMM, data: MultimodalDataset, task: TaskSpec, **kw: Any) -> dict[str, Any]:
+    results = evaluate_fusion_level(model, DataLoader(data, batch_size=16, collate_fn=collate), task, **kw)
+    return {k: results[k] for k in KEEP}
+
+
+def beta_curve(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> list[dict[str, Any]]:
+    """mIoU and MAdds of one trained model as β moves its choices towards cheaper ops."""
+    curve = []
+    for beta in BETAS:
+        model.beta = beta
+        curve.append({"beta": beta, **_evaluate(model, test, task)})
+    model.beta = 0.0
+    return curve
+
+
+def robustness(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> dict[str, Any]:
+    """mIoU under Gaussian noise on each modality (std in units of the modality's own std) and without depth."""
+    noise = {
+        modality: [
+            _evaluate(model, corrupt(test, [NoiseSpec(modality, "gaussian", level)]), task)["miou"]
+            for level in NOISE_LEVELS
+        ]
+        for modality in ("rgb", "depth")
+    }
+    missing = _evaluate(model, corrupt(test, drop=["depth"]), task, missing=["depth"])
+    return {"levels": list(NOISE_LEVELS), "noise": noise, "missing_depth": missing}
+
+
+@torch.no_grad()
+def examples(model: FusionLevelDynMM, test: MultimodalDataset) -> list[dict[str, Any]]:
+    """The first test scenes: RGB (rescaled to [0, 1] per image), depth, labels, prediction and its routing."""
+    rows = []
+    with eval_mode(model):
+        for i in range(min(EXAMPLES, len(test))):
+            inputs = {k: v[i : i + 1] for k, v in test.inputs.items()}
+            prediction = model(inputs).argmax(dim=1)[0].numpy()
+            rgb = inputs["rgb"][0].permute(1, 2, 0).numpy()
+            rgb = (rgb - rgb.min()) / max(float(rgb.max() - rgb.min()), 1e-6)
+            assert model.last_choice is not None
+            ops = ", ".join(model.op_names[int(o)] for o in model.last_choice[0])
+            label = test.target[i].numpy().copy()
+            label[label == 255] = 19  # unlabeled drawn in the last colour
+            rows.append(
+                {
+                    "label": f"scene {i} ({ops})",
+                    "panels": {
+                        "rgb": rgb,
+                        "depth": inputs["depth"][0, 0].numpy(),
+                        "labels": label.astype(np.int64),
+                        "prediction": prediction.astype(np.int64),
+                    },
+                }
+            )
+    return rows
+
+
+def analyse(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> dict[str, Any]:
+    return {"beta_curve": beta_curve(model, test, task), "robustness": robustness(model, test, task)}
+
+
+def report_data(title: str, metrics: dict[str, Any], baselines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    test = metrics["test"]
+    cells = test["ops_per_cell"]
+    ops = list(cells[0])
+    robust = metrics["robustness"]
+    return {
+        "title": f"Fusion-level DynMM · {title}",
+        "metric": "miou",
+        "summary": {
+            "test mIoU": test["miou"],
+            "MAdds per sample": test["madds_per_sample"],
+            "depth-encoder MAdds per sample": test["depth_madds_per_sample"],
+            "whole depth encoder": test["depth_madds_full"],
+            "mIoU without depth (RGB only)": robust["missing_depth"]["miou"],
+        },
+        "pareto": {
+            "baselines": baselines or [],
+            "dynmm": [{"label": "DynMM", "madds": test["madds_per_sample"], "metric": test["miou"]}],
+            "beta_curve": [
+                {"beta": p["beta"], "madds": p["madds_per_sample"], "metric": p["miou"]} for p in metrics["beta_curve"]
+            ],
+        },
+        "routing": {
+            "experts": ops,
+            "counts": [sum(cell[o] for cell in cells) for o in ops],
+            "per_class": {f"cell {k + 1}": [cell[o] for o in ops] for k, cell in enumerate(cells)},
+        },
+        "robustness": [
+            {
+                "title": f"Gaussian noise on {m}",
+                "xlabel": "noise std / feature std",
+                "levels": robust["levels"],
+                "curves": {"DynMM": curve},
+            }
+            for m, curve in robust["noise"].items()
+        ],
+    }
+
+
+def write_fusion_report(
+    run_dir: Path,
+    metrics: dict[str, Any],
+    model: FusionLevelDynMM,
+    test: MultimodalDataset,
+    baselines: Path | None = None,
+) -> Path:
+    data = report_data(run_dir.name, metrics, baseline_points(run_dir, baselines) if baselines else None)
+    data["examples"] = {"title": "Example segmentations", "rows": examples(model, test)}
+    return write_report(run_dir, data)
+
+
+def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
+    """Other finished fusion-level runs (e.g. static single-op baselines) trained on the same data."""
+    own = json.loads((run_dir / "model.json").read_text())["data"]
+    points = []
+    for candidate in sorted(baselines.iterdir()):
+        if (
+            candidate == run_dir
+            or not (candidate / "metrics.json").is_file()
+            or not (candidate / "model.json").is_file()
+        ):
+            continue
+        description = json.loads((candidate / "model.json").read_text())
+        if description.get("model_type") != "fusion_level" or description["data"] != own:
+            continue
+        test = json.loads((candidate / "metrics.json").read_text())["test"]
+        points.append({"name": candidate.name, "madds": test["madds_per_sample"], "metric": test["miou"]})
+    return points
+
+
+def rebuild_fusion_report(run_dir: Path, baselines: Path | None = None) -> Path:
+    """`dynmm report RUN` for a fusion-level run."""
+    from dynmm.train.export import load_exported
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if "beta_curve" not in metrics:
+        raise DataError(f"{run_dir}/metrics.json has no analysis; was the run finished by this version?")
+    exported = load_exported(run_dir)
+    assert isinstance(exported.model, FusionLevelDynMM)
+    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
+    return write_fusion_report(run_dir, metrics, exported.model, test, baselines)
