@@ -17,6 +17,7 @@ from torch import Tensor
 
 from dynmm.data.audio import fix_length, log_mel_spectrogram, num_frames
 from dynmm.data.base import DatasetInfo, MultimodalDataset
+from dynmm.data.options import check_option_types
 from dynmm.data.paths import data_file
 from dynmm.errors import ConfigError, DataError
 from dynmm.specs import ModalitySpec, TaskSpec
@@ -53,13 +54,7 @@ class AVDigitsOptions:
     n_mels: int = 40
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            wanted = (int,) if f.type == "int" else (int, float)
-            if isinstance(value, bool) or not isinstance(value, wanted):
-                raise ConfigError(f"avdigits option {f.name} must be {f.type}, got {value!r}")
-            if f.type == "float":
-                object.__setattr__(self, f.name, float(value))
+        check_option_types(self, "avdigits")
         for name in (
             "train_size",
             "valid_size",

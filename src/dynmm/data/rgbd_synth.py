@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from dynmm.data.base import DatasetInfo, MultimodalDataset
+from dynmm.data.options import check_option_types
 from dynmm.errors import ConfigError
 from dynmm.specs import ModalitySpec, TaskSpec
 
@@ -136,17 +137,7 @@ class RGBDSynthOptions:
     """True: RGB z-scored with RGB_MEAN/RGB_STD, depth in metres / DEPTH_SCALE; False: RGB in [0, 1], metres."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "bool":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"rgbd_synth option {f.name} must be bool, got {value!r}")
-                continue
-            wanted = (int,) if f.type == "int" else (int, float)
-            if isinstance(value, bool) or not isinstance(value, wanted):
-                raise ConfigError(f"rgbd_synth option {f.name} must be {f.type}, got {value!r}")
-            if f.type == "float":
-                object.__setattr__(self, f.name, float(value))
+        check_option_types(self, "rgbd_synth")
         for name in ("train_size", "valid_size", "test_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rgbd_synth option {name} must be >= 1, got {getattr(self, name)}")
