@@ -84,7 +84,9 @@ def examples(model: FusionLevelDynMM, test: MultimodalDataset) -> list[dict[str,
 
 
 def analyse(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> dict[str, Any]:
-    return {"beta_curve": beta_curve(model, test, task), "robustness": robustness(model, test, task)}
+    """β curve (a gated model only: a static op has nothing to trade) and robustness."""
+    curve = [] if model.routing_is_fixed else beta_curve(model, test, task)
+    return {"beta_curve": curve, "robustness": robustness(model, test, task)}
 
 
 def report_data(title: str, metrics: dict[str, Any], baselines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
