@@ -19,3 +19,16 @@ def test_failed_write_keeps_previous_file(tmp_path):
         atomic_write(path, crash)
     assert json.loads(path.read_text()) == {"acc": 0.9}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    from dynmm.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
