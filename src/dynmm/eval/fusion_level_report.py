@@ -135,13 +135,18 @@ def write_fusion_report(
     test: MultimodalDataset,
     baselines: Path | None = None,
 ) -> Path:
-    data = report_data(run_dir.name, metrics, baseline_points(run_dir, baselines) if baselines else None)
+    others = baseline_points(run_dir, baselines) if baselines else []
+    data = report_data(run_dir.name, metrics, [p for p in others if not p.pop("gated")])
+    data["pareto"]["dynmm"] += [
+        {"label": p["name"], "madds": p["madds"], "metric": p["metric"]} for p in others if p.get("gated")
+    ]
     data["examples"] = {"title": "Example segmentations", "rows": examples(model, test)}
     return write_report(run_dir, data)
 
 
 def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
-    """Other finished fusion-level runs (e.g. static single-op baselines) trained on the same data."""
+    """Other finished fusion-level runs on the same data: static single-op baselines and other DynMM runs
+    (`gated`)."""
     own = json.loads((run_dir / "model.json").read_text())["data"]
     points = []
     for candidate in sorted(baselines.iterdir()):
@@ -155,7 +160,10 @@ def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
         if description.get("model_type") != "fusion_level" or description["data"] != own:
             continue
         test = json.loads((candidate / "metrics.json").read_text())["test"]
-        points.append({"name": candidate.name, "madds": test["madds_per_sample"], "metric": test["miou"]})
+        gated = description["fusion_level"]["static_op"] is None  # another DynMM run, not a static baseline
+        points.append(
+            {"name": candidate.name, "madds": test["madds_per_sample"], "metric": test["miou"], "gated": gated}
+        )
     return points
 
 
