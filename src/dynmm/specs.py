@@ -15,6 +15,9 @@ Batch = tuple[Inputs, Tensor]
 
 ModalityKind = Literal["vector", "image", "sequence"]
 
+SEGMENTATION_IGNORE = 255
+"""Label of unlabeled pixels in segmentation targets (NYUv2 / ESANet convention): no loss, no metric."""
+
 
 @dataclass(frozen=True)
 class ModalitySpec:

@@ -36,7 +36,7 @@ from torch import Tensor
 from dynmm.data.base import DatasetInfo, MultimodalDataset
 from dynmm.data.options import check_option_types
 from dynmm.errors import ConfigError
-from dynmm.specs import ModalitySpec, TaskSpec
+from dynmm.specs import SEGMENTATION_IGNORE, ModalitySpec, TaskSpec
 
 CLASS_NAMES = (
     "floor",
@@ -55,7 +55,7 @@ DEPTH_ONLY_PAIRS = ((POSTER, WALL_CABINET), (RUG, LOW_TABLE))
 """Class pairs with the same colour/texture/size/placement distributions: only geometry tells them apart."""
 COLOUR_ONLY_PAIRS = ((RED_BALL, BLUE_BALL),)
 """Class pairs with the same geometry distributions: only colour tells them apart."""
-IGNORE = 255
+IGNORE = SEGMENTATION_IGNORE
 """Label of class-less pixels (the ceiling); pass as ignore_index to losses and JaccardIndex."""
 TASK = TaskSpec("segmentation", num_classes=len(CLASS_NAMES))
 

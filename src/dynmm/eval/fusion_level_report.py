@@ -19,7 +19,7 @@ from dynmm.eval.report import write_report
 from dynmm.eval.robustness import NoiseSpec, corrupt
 from dynmm.models.fusion_level import FusionLevelDynMM
 from dynmm.modes import eval_mode
-from dynmm.specs import TaskSpec
+from dynmm.specs import SEGMENTATION_IGNORE, TaskSpec
 
 BETAS = (-1.0, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
@@ -68,7 +68,7 @@ def examples(model: FusionLevelDynMM, test: MultimodalDataset) -> list[dict[str,
             assert model.last_choice is not None
             ops = ", ".join(model.op_names[int(o)] for o in model.last_choice[0])
             label = test.target[i].numpy().copy()
-            label[label == 255] = 19  # unlabeled drawn in the last colour
+            label[label == SEGMENTATION_IGNORE] = 19  # unlabeled drawn in the last colour
             rows.append(
                 {
                     "label": f"scene {i} ({ops})",

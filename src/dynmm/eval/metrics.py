@@ -11,8 +11,7 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, Metric, MetricCollection, PearsonCorrCoef
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 
-from dynmm.specs import TaskSpec
-from dynmm.train.task import SEGMENTATION_IGNORE
+from dynmm.specs import SEGMENTATION_IGNORE, TaskSpec
 
 IGNORE = -1
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from dynmm.specs import TaskSpec
+from dynmm.specs import SEGMENTATION_IGNORE, TaskSpec
 
 
 def predictions(task: TaskSpec, outputs: Tensor) -> Tensor:
     """What metrics consume: the score (regression, shape (B,)) or class logits (classification, (B, C))."""
     return outputs.squeeze(-1) if task.kind == "regression" else outputs
-
-
-SEGMENTATION_IGNORE = 255
-"""Unlabeled pixels (the same constant as eval.metrics): no loss, no metric."""
 
 
 def task_loss(task: TaskSpec, outputs: Tensor, target: Tensor) -> Tensor:
