@@ -109,3 +109,14 @@ def test_envelope_area_and_budget_by_hand():
     assert envelope_area(points, 0.0, 1.0) == 0.0
     assert beta_for_budget(points, 2.5) == points[0]
     assert beta_for_budget(points, 0.5) is None
+
+
+def test_expert_metrics_from_collected_outputs_match_evaluating_each_expert():
+    from dynmm.eval.evaluate import evaluate
+    from dynmm.eval.routing_analysis import expert_metrics
+
+    model = build()
+    data = labelled()
+    for alone, expert in zip(expert_metrics(collect_outputs(model, data), TASK), model.experts, strict=True):
+        reference = evaluate(expert, data, TASK)
+        assert alone == pytest.approx(reference, abs=1e-6)

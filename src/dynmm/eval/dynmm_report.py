@@ -30,6 +30,7 @@ from dynmm.eval.routing_analysis import (
     beta_grid,
     collect_outputs,
     dispatch_results,
+    expert_metrics,
     frontier_comparison,
     oracle_frontier,
     recorded_accuracy_name,
@@ -114,8 +115,8 @@ def evaluate_dynmm_run(
     low = model.gate_madds + min(model.expert_madds)
     high = model.gate_madds + max(model.expert_madds)
     experts = {
-        name: {**evaluate(expert, data.test_dataloader(), task), "madds_per_sample": madds}
-        for name, expert, madds in zip(names, model.experts, model.expert_madds, strict=True)
+        name: {**alone, "madds_per_sample": madds}
+        for name, alone, madds in zip(names, expert_metrics(record, task), model.expert_madds, strict=True)
     }
     metric = accuracy_name(task)
     costliest = names[max(range(len(names)), key=lambda i: model.expert_madds[i])]

@@ -120,6 +120,18 @@ def collect_outputs(model: ModalityLevelDynMM, batches: Iterable[Batch]) -> Expe
     return ExpertOutputs(torch.cat(logits), torch.cat(outputs, dim=1), torch.cat(targets))
 
 
+def expert_metrics(record: ExpertOutputs, task: TaskSpec) -> list[dict[str, float]]:
+    """Each expert alone (metrics and mean loss), from the outputs already collected: no second pass."""
+    results = []
+    for outputs in record.outputs:
+        metrics = build_metrics(task)
+        metrics.update(predictions(task, outputs), record.target)
+        values = {name: float(value) for name, value in metrics.compute().items()}
+        values["loss"] = float(task_loss(task, outputs, record.target))
+        results.append(values)
+    return results
+
+
 def reroute(model: ModalityLevelDynMM, record: ExpertOutputs, beta: float) -> tuple[Tensor, Tensor]:
     """(choice, outputs) the model would produce with cost knob β (same rule as the gate at eval)."""
     choice = (record.logits - beta * model.costs.to(record.logits)).argmax(dim=1)
