@@ -72,12 +72,14 @@ def evaluate_run(
 @app.command(context_settings=OVERRIDES)
 def sweep(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="A DynMM run configuration, e.g. configs/avdigits/dynmm.yaml"),
+    config: Path = typer.Argument(
+        ..., help="A DynMM run configuration, e.g. configs/avdigits/dynmm.yaml or configs/rgbd_synth/dynmm_fusion.yaml"
+    ),
     lambdas: str = typer.Option("0,0.01,0.03,0.1,0.3,1", help="Comma-separated resource weights λ."),
     target_madds: float = typer.Option(None, help="Also report how to meet this mean MAdds budget."),
     output: Path = typer.Option(None, help="JSON summary (default benchmarks/results/<data>_pareto.json)."),
 ) -> None:
-    """Train the DynMM recipe for each λ (experts once) and write the accuracy–MAdds summary."""
+    """Train the DynMM recipe for each λ (stage I once: experts or supernet) and write the accuracy–MAdds summary."""
     from dynmm.config import load_config
     from dynmm.errors import ConfigError
     from dynmm.train.sweep import run_sweep
@@ -89,18 +91,17 @@ def sweep(
         raise ConfigError(f"--lambdas takes comma-separated numbers ({err})") from err
     output = output or Path(f"benchmarks/results/{run_config.data.name}_pareto.json")
     summary = run_sweep(run_config, values, output, target_madds)
+    fusion = summary["method"] == "fusion_level"
     table = Table(title=f"{run_config.name} · λ sweep · test {summary['metric']}")
-    for column in ("model", "MAdds/sample", summary["metric"], "cheapest expert share"):
+    last = "skippable-encoder MAdds/sample" if fusion else "cheapest expert share"
+    for column in ("model", "MAdds/sample", summary["metric"], last):
         table.add_column(column)
-    for expert in summary["experts"]:
+    for expert in summary.get("experts", []):
         table.add_row(expert["name"], f"{expert['madds']:,.0f}", f"{expert['metric']:.4f}", "-")
     for point in summary["points"]:
-        share = next(iter(point["routing"].values()))
+        share = f"{point['aux_madds_per_sample']:,.0f}" if fusion else f"{next(iter(point['routing'].values())):.2f}"
         table.add_row(
-            f"DynMM λ={point['lambda']:g}",
-            f"{point['madds_per_sample']:,.0f}",
-            f"{point['metric']:.4f}",
-            f"{share:.2f}",
+            f"DynMM λ={point['lambda']:g}", f"{point['madds_per_sample']:,.0f}", f"{point['metric']:.4f}", share
         )
     console.print(table)
     if "target" in summary:
@@ -219,7 +220,7 @@ def bench_fusion_speed(
             "batch": str(r["batch_size"]),
             "MAdds M masked": f"{r['madds_per_sample']['masked'] / 1e6:.2f}",
             "MAdds M dispatch": f"{r['madds_per_sample']['dispatch'] / 1e6:.2f}",
-            "depth MAdds M dispatch": f"{r['depth_madds_per_sample'] / 1e6:.2f}",
+            "aux-encoder MAdds M dispatch": f"{r['aux_madds_per_sample'] / 1e6:.2f}",
             "ms masked": f"{r['median_ms']['masked']:.2f}",
             "ms dispatch": f"{r['median_ms']['dispatch']:.2f}",
             "predicted": f"{r['predicted_speedup']:.2f}×",

@@ -200,6 +200,21 @@ def test_holes_at_the_documented_rates() -> None:
     assert abs(default.meta["hole_pixels"].sum().item() - expected) < 4 * expected**0.5
 
 
+def test_rgb_sufficient_scenes_hold_no_depth_only_object(clean: MultimodalDataset) -> None:
+    depth_only = torch.tensor([c for pair in DEPTH_ONLY_PAIRS for c in pair])
+    holds = torch.isin(clean.target, depth_only).flatten(1).any(dim=1)
+    flags = clean.flags["depth_pairs"]
+    assert 0 < int(flags.sum()) < len(flags)  # the default mixes both kinds of room
+    assert not bool(holds[~flags].any())  # a scene flagged plain shows no depth-only pixel
+    plain = load_rgbd_synth(0, **{**CLEAN, "rgb_sufficient_fraction": 1.0})["train"]
+    assert not bool(plain.flags["depth_pairs"].any()) and not bool(torch.isin(plain.target, depth_only).any())
+    busy = load_rgbd_synth(0, **{**CLEAN, "rgb_sufficient_fraction": 0.0})["train"]
+    assert float(busy.flags["depth_pairs"].float().mean()) > 0.9
+    # the fraction draws on its own stream: scenes that keep their depth-only objects are unchanged
+    kept = flags.nonzero().flatten()
+    assert torch.equal(busy.target[kept], clean.target[kept])
+
+
 def test_bad_options_name_the_option() -> None:
     with pytest.raises(ConfigError, match=r"\['colour'\].*hole_rate"):
         load_rgbd_synth(colour=True)
@@ -213,6 +228,8 @@ def test_bad_options_name_the_option() -> None:
         RGBDSynthOptions(valid_size=0)
     with pytest.raises(ConfigError, match="normalize must be bool"):
         RGBDSynthOptions(normalize=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="rgb_sufficient_fraction"):
+        RGBDSynthOptions(rgb_sufficient_fraction=1.2)
     with pytest.raises(ConfigError, match="depth_noise"):
         RGBDSynthOptions(depth_noise=-0.1)
     with pytest.raises(ConfigError, match="seed"):

@@ -36,13 +36,13 @@ def test_two_stages_metrics_and_export(dynamic):
         assert (run / stage / "done.json").is_file()
     test = dynamic.metrics["test"]
     assert 0.0 <= test["miou"] <= 1.0 and 0.0 <= test["pixel_accuracy"] <= 1.0
-    assert test["depth_madds_per_sample"] <= test["depth_madds_full"]
-    assert sum(test["depth_stages_run"]) == 8 and all(sum(c.values()) == 8 for c in test["ops_per_cell"])
+    assert test["aux_madds_per_sample"] <= test["aux_madds_full"]
+    assert sum(test["aux_stages_run"]) == 8 and all(sum(c.values()) == 8 for c in test["ops_per_cell"])
     assert load_exported(run).model_type == "fusion_level"
     betas = dynamic.metrics["beta_curve"]
-    assert betas[-1]["depth_madds_per_sample"] <= betas[0]["depth_madds_per_sample"]  # β pushes to cheaper ops
-    missing = dynamic.metrics["robustness"]["missing_depth"]
-    assert missing["depth_madds_per_sample"] == 0.0
+    assert betas[-1]["aux_madds_per_sample"] <= betas[0]["aux_madds_per_sample"]  # β pushes to cheaper ops
+    missing = dynamic.metrics["robustness"]["missing_aux"]
+    assert missing["aux_madds_per_sample"] == 0.0
     for figure in ("pareto.png", "routing.png", "examples.png", "robustness_0.png"):
         assert (run / "figures" / figure).is_file(), figure
     evaluation = evaluate_exported(run, "test")
@@ -51,11 +51,21 @@ def test_two_stages_metrics_and_export(dynamic):
 
 def test_rgb_only_baseline_never_runs_the_depth_encoder(dynamic, tmp_path):
     rgb_only = train_run(tiny(tmp_path, "rgb", "--fusion_level.static_op=identity")).metrics["test"]
-    assert rgb_only["depth_madds_per_sample"] == 0.0
-    assert rgb_only["depth_stages_run"] == [8, 0, 0, 0, 0]
+    assert rgb_only["aux_madds_per_sample"] == 0.0
+    assert rgb_only["aux_stages_run"] == [8, 0, 0, 0, 0]
     everywhere = train_run(tiny(tmp_path, "add", "--fusion_level.static_op=add")).metrics["test"]
-    assert everywhere["depth_madds_per_sample"] == everywhere["depth_madds_full"]
+    assert everywhere["aux_madds_per_sample"] == everywhere["aux_madds_full"]
     assert rgb_only["madds_per_sample"] < everywhere["madds_per_sample"]
+
+
+def test_depth_only_baseline_swaps_the_roles(tmp_path):
+    run = train_run(tiny(tmp_path, "depth", "--fusion_level.primary=depth", "--fusion_level.static_op=identity"))
+    test = run.metrics["test"]
+    assert test["secondary"] == "rgb" and test["aux_madds_per_sample"] == 0.0
+    without_rgb = run.metrics["robustness"]["missing_aux"]  # RGB missing changes nothing for depth only
+    assert without_rgb["miou"] == pytest.approx(test["miou"], abs=1e-6)
+    assert load_exported(run.run_dir).model.primary == "depth"
+    assert "rgb-encoder MAdds per sample" in (run.run_dir / "report.html").read_text()
 
 
 def test_report_command_rebuilds_a_fusion_level_report(dynamic):
@@ -90,3 +100,32 @@ def test_speed_benchmark_refuses_other_runs(tmp_path):
     static = load_config("configs/mosi/static.yaml", [f"--output_dir={tmp_path}", "--name=s", "--train.max_epochs=1"])
     with pytest.raises(ConfigError, match="not a fusion-level DynMM"):
         fusion_level_speed(train_run(static).run_dir, [1], 1)
+
+
+def test_lambda_sweep_trains_the_supernet_once(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dynmm.cli import app
+
+    output = tmp_path / "pareto.json"
+    args = ["sweep", CONFIG, "--lambdas", "0,0.5", "--output", str(output)]
+    out = CliRunner().invoke(app, [*args, f"--output_dir={tmp_path}", "--name=fl", *TINY])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(output.read_text())
+    assert summary["method"] == "fusion_level" and [p["lambda"] for p in summary["points"]] == [0.0, 0.5]
+    root = tmp_path / "fl_sweep"
+    assert (root / "supernet" / "done.json").is_file()
+    assert not any((root / point / "supernet").exists() for point in ("lambda_0", "lambda_0.5"))
+    stages = [json.loads((root / p / "metrics.json").read_text())["stages"] for p in ("lambda_0", "lambda_0.5")]
+    assert stages[0]["supernet"] == stages[1]["supernet"]  # the second point loaded the first one's supernet
+    for point in summary["points"]:
+        assert point["aux_madds_per_sample"] <= summary["aux_madds_full"]
+    from dynmm.eval.fusion_level_report import baseline_points
+
+    found = {p["name"]: p["gated"] for p in baseline_points(root / "lambda_0", tmp_path)}
+    assert found == {"fl_sweep/lambda_0.5": True}  # sweep points are found one level down, not the run itself
+    other = tiny(tmp_path, "other", f"--fusion_level.supernet_dir={root / 'supernet'}", "--fusion_level.gate_width=4")
+    with pytest.raises(ConfigError, match=r"supernet_dir .* other settings \(fusion_level\)"):
+        train_run(other)

@@ -38,7 +38,7 @@ def fusion_level_speed(run_dir: str | Path, batch_sizes: Sequence[int], repeats:
             row["median_ms"][mode] = 1e3 * median_seconds(call, repeats)
             row["peak_memory_bytes"][mode] = peak_memory_bytes(call)
         assert model.last_choice is not None
-        row["depth_madds_per_sample"] = float(model.depth_madds(model.last_choice).mean())
+        row["aux_madds_per_sample"] = float(model.aux_madds(model.last_choice).mean())
         row["predicted_speedup"] = row["madds_per_sample"]["masked"] / row["madds_per_sample"]["dispatch"]
         row["realized_speedup"] = row["median_ms"]["masked"] / row["median_ms"]["dispatch"]
         rows.append(row)

@@ -16,6 +16,11 @@ The class set is built so that each modality is needed somewhere:
 - colour only: `red_ball` vs `blue_ball`: identical sphere slots, radii and placement; only the hue differs.
 IGNORE (255) marks the ceiling, the one class-less surface; sensor holes keep their labels.
 
+A seeded `rgb_sufficient_fraction` of the scenes is drawn without any of the depth-only objects (posters, wall
+cabinets, rugs, low tables): in those rooms colour labels every pixel about as well as colour + depth, in the
+others it cannot. Real rooms vary like this too, and it is what lets a per-image fusion choice pay off: flag
+`depth_pairs` says which scenes contain a depth-only object.
+
 Inputs (normalize=True): rgb = ([0, 1] RGB - RGB_MEAN) / RGB_STD with fixed constants, so every split and
 size is scaled alike; depth = metres / DEPTH_SCALE, holes exactly 0 (valid depth is never below ~0.25).
 
@@ -133,6 +138,8 @@ class RGBDSynthOptions:
     """Probability that a depth-edge pixel's depth is missing; edge pixels use max(hole_rate, edge_hole_rate)."""
     rgb_noise: float = 0.02
     """Std of Gaussian sensor noise on the [0, 1] RGB."""
+    rgb_sufficient_fraction: float = 0.5
+    """Fraction of scenes drawn without posters, wall cabinets, rugs and low tables (the depth-only classes)."""
     normalize: bool = True
     """True: RGB z-scored with RGB_MEAN/RGB_STD, depth in metres / DEPTH_SCALE; False: RGB in [0, 1], metres."""
 
@@ -144,7 +151,7 @@ class RGBDSynthOptions:
         for name in ("height", "width"):
             if not 8 <= getattr(self, name) <= 1024:
                 raise ConfigError(f"rgbd_synth option {name} must be in [8, 1024], got {getattr(self, name)}")
-        for name in ("hole_rate", "edge_hole_rate"):
+        for name in ("hole_rate", "edge_hole_rate", "rgb_sufficient_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"rgbd_synth option {name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("depth_noise", "rgb_noise"):
@@ -202,7 +209,7 @@ _Draw = Callable[[], tuple[np.ndarray, np.ndarray]]
 class _Scene:
     """Builds one scene's object table from its generator; objects are placed without overlapping."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, depth_pairs: bool = True) -> None:
         self.rng = rng
         self.table = np.zeros((_SLOTS, _COLUMNS), np.float32)
         self.boxes: list[tuple[np.ndarray, np.ndarray]] = []
@@ -218,14 +225,21 @@ class _Scene:
             self._put(slot, _ROOM, cls, lo, hi, horizontal_stripes=cls == FLOOR)
         for slot in _CABINET_SLOTS:
             self._cabinet(slot)
-        for slot in _WALL_ITEM_SLOTS:
-            self._wall_item(slot)
-        for slot in _SLAB_SLOTS:
-            self._floor_slab(slot)
+        if depth_pairs:  # else: a room that colour labels alone (no depth-only objects)
+            for slot in _WALL_ITEM_SLOTS:
+                self._wall_item(slot)
+            for slot in _SLAB_SLOTS:
+                self._floor_slab(slot)
         for slot in _BALL_SLOTS:
             self._ball(slot)
         for slot in _BIN_SLOTS:
             self._bin(slot)
+
+    def has_depth_only_object(self) -> bool:
+        """Whether a poster, wall cabinet, rug or low table was placed (colour alone cannot label it)."""
+        present = self.table[:, _PRESENT] > 0
+        classes = self.table[present, _CLASS].astype(int)
+        return bool(np.isin(classes, [c for pair in DEPTH_ONLY_PAIRS for c in pair]).any())
 
     def _put(
         self, slot: int, kind: int, cls: int, lo: np.ndarray, hi: np.ndarray, horizontal_stripes: bool = False
@@ -469,13 +483,16 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
     target = torch.empty(size, opts.height, opts.width, dtype=torch.int64)
     meta = {k: torch.empty(size, dtype=torch.int64) for k in ("num_objects", "edge_pixels", "hole_pixels")}
     meta |= {k: torch.empty(size, dtype=torch.int64) for k in ("camera_height_mm", "pitch_mrad", "room_depth_mm")}
+    depth_pairs = torch.empty(size, dtype=torch.bool)
     chunk, generator = max(1, _PIXELS_PER_CHUNK // hw), torch.Generator()
     for start in range(0, size, chunk):
         stop = min(size, start + chunk)
         scenes, noise = [], torch.empty(stop - start, 6, hw)
         for j, i in enumerate(range(start, stop)):
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-            scenes.append(_Scene(rng))
+            # its own stream, so that the fraction does not change which rooms the other scenes are
+            plain = np.random.default_rng([seed, _SPLIT_IDS[split], i, 1]).random() < opts.rgb_sufficient_fraction
+            scenes.append(_Scene(rng, depth_pairs=not plain))
             generator.manual_seed(int(rng.integers(2**62)))
             noise[j, :5].normal_(generator=generator)
             noise[j, 5].uniform_(generator=generator)
@@ -489,17 +506,19 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
         meta["camera_height_mm"][start:stop] = torch.tensor([round(s.camera[0] * 1000) for s in scenes])
         meta["pitch_mrad"][start:stop] = torch.tensor([round(s.camera[1] * 1000) for s in scenes])
         meta["room_depth_mm"][start:stop] = torch.tensor([round(s.depth * 1000) for s in scenes])
+        depth_pairs[start:stop] = torch.tensor([s.has_depth_only_object() for s in scenes])
     if opts.normalize:
         rgb.sub_(torch.tensor(RGB_MEAN)[:, None, None]).div_(torch.tensor(RGB_STD)[:, None, None])
         depth.div_(DEPTH_SCALE)
-    return MultimodalDataset({"rgb": rgb, "depth": depth}, target, meta=meta)
+    return MultimodalDataset({"rgb": rgb, "depth": depth}, target, flags={"depth_pairs": depth_pairs}, meta=meta)
 
 
 def load_rgbd_synth(seed: int = 0, **options: object) -> dict[str, MultimodalDataset]:
     """Train/valid/test synthetic RGB-D rooms: inputs `rgb` (3, H, W) and `depth` (1, H, W) (normalised as
     RGBDSynthOptions.normalize says; depth holes are 0), target (H, W) int64 in CLASS_NAMES order, IGNORE = 255.
 
-    meta per sample: num_objects, edge_pixels, hole_pixels, camera_height_mm, pitch_mrad, room_depth_mm.
+    flags per sample: depth_pairs (the scene holds a depth-only object). meta per sample: num_objects,
+    edge_pixels, hole_pixels, camera_height_mm, pitch_mrad, room_depth_mm.
     """
     opts = rgbd_synth_options(**options)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -1,5 +1,5 @@
-"""Evaluation of fusion-level DynMM as deployed: segmentation metrics, realized MAdds (total and depth encoder)
-per sample, and which op each cell chose how often."""
+"""Evaluation of fusion-level DynMM as deployed: segmentation metrics, realized MAdds (total and of the skippable
+auxiliary encoder, depth unless the roles are swapped) per sample, and which op each cell chose how often."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def evaluate_fusion_level(
 ) -> dict[str, Any]:
     """Metrics, MAdds and op counts of the model as deployed (told which modalities are missing)."""
     metrics = build_metrics(task)
-    gate_ran = not (model.routing_is_fixed or "depth" in missing)
+    gate_ran = not (model.routing_is_fixed or model.secondary in missing)
     choices = []
     with eval_mode(model):
         for inputs, target in batches:
@@ -34,9 +34,10 @@ def evaluate_fusion_level(
     return {
         **{name: float(value) for name, value in metrics.compute().items()},
         "madds_per_sample": float(model.realized_madds(choice, gate_ran).mean()),
-        "depth_madds_per_sample": float(model.depth_madds(choice, gate_ran).mean()),
-        "depth_madds_full": model.depth_madds_full(),
-        "depth_stages_run": torch.bincount(model.depth_stages_needed(choice), minlength=model.num_cells + 1).tolist(),
+        "secondary": model.secondary,
+        "aux_madds_per_sample": float(model.aux_madds(choice, gate_ran).mean()),
+        "aux_madds_full": model.aux_madds_full(),
+        "aux_stages_run": torch.bincount(model.aux_stages_needed(choice), minlength=model.num_cells + 1).tolist(),
         "ops_per_cell": [
             dict(zip(model.op_names, torch.bincount(choice[:, k], minlength=ops).tolist(), strict=True))
             for k in range(model.num_cells)

@@ -1,5 +1,6 @@
 """What a trained fusion-level DynMM does beyond its headline metrics: the test-time cost knob β, robustness to
-noisy or missing depth and noisy RGB, example segmentations; written to metrics.json and report.html."""
+noisy or missing depth (the auxiliary modality) and noisy RGB, example segmentations; written to metrics.json
+and report.html."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dynmm.specs import SEGMENTATION_IGNORE, TaskSpec
 BETAS = (-1.0, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
 EXAMPLES = 4
-KEEP = ("miou", "pixel_accuracy", "madds_per_sample", "depth_madds_per_sample")
+KEEP = ("miou", "pixel_accuracy", "madds_per_sample", "aux_madds_per_sample")
 
 
 def _evaluate(model: FusionLevelDynMM, data: MultimodalDataset, task: TaskSpec, **kw: Any) -> dict[str, Any]:
@@ -43,7 +44,8 @@ def beta_curve(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec)
 
 
 def robustness(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> dict[str, Any]:
-    """mIoU under Gaussian noise on each modality (std in units of the modality's own std) and without depth."""
+    """mIoU under Gaussian noise on each modality (std in units of the modality's own std) and without the
+    auxiliary modality (depth, unless the roles are swapped)."""
     noise = {
         modality: [
             _evaluate(model, corrupt(test, [NoiseSpec(modality, "gaussian", level)]), task)["miou"]
@@ -51,8 +53,8 @@ def robustness(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec)
         ]
         for modality in ("rgb", "depth")
     }
-    missing = _evaluate(model, corrupt(test, drop=["depth"]), task, missing=["depth"])
-    return {"levels": list(NOISE_LEVELS), "noise": noise, "missing_depth": missing}
+    missing = _evaluate(model, corrupt(test, drop=[model.secondary]), task, missing=[model.secondary])
+    return {"levels": list(NOISE_LEVELS), "noise": noise, "missing_aux": missing}
 
 
 @torch.no_grad()
@@ -94,15 +96,16 @@ def report_data(title: str, metrics: dict[str, Any], baselines: list[dict[str, A
     cells = test["ops_per_cell"]
     ops = list(cells[0])
     robust = metrics["robustness"]
+    secondary = test.get("secondary", "depth")
     return {
         "title": f"Fusion-level DynMM · {title}",
         "metric": "miou",
         "summary": {
             "test mIoU": test["miou"],
             "MAdds per sample": test["madds_per_sample"],
-            "depth-encoder MAdds per sample": test["depth_madds_per_sample"],
-            "whole depth encoder": test["depth_madds_full"],
-            "mIoU without depth (RGB only)": robust["missing_depth"]["miou"],
+            f"{secondary}-encoder MAdds per sample": test["aux_madds_per_sample"],
+            f"whole {secondary} encoder": test["aux_madds_full"],
+            f"mIoU without {secondary}": robust["missing_aux"]["miou"],
         },
         "pareto": {
             "baselines": baselines or [],
@@ -146,12 +149,14 @@ def write_fusion_report(
 
 def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
     """Other finished fusion-level runs on the same data: static single-op baselines and other DynMM runs
-    (`gated`)."""
+    (`gated`), in `baselines` and one level further down (the points of a λ sweep)."""
     own = json.loads((run_dir / "model.json").read_text())["data"]
     points = []
-    for candidate in sorted(baselines.iterdir()):
+    folders = [p for p in sorted(baselines.iterdir()) if p.is_dir()]
+    nested = [child for p in folders if not (p / "model.json").is_file() for child in sorted(p.iterdir())]
+    for candidate in folders + nested:
         if (
-            candidate == run_dir
+            candidate.resolve() == run_dir.resolve()
             or not (candidate / "metrics.json").is_file()
             or not (candidate / "model.json").is_file()
         ):
@@ -162,7 +167,12 @@ def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
         test = json.loads((candidate / "metrics.json").read_text())["test"]
         gated = description["fusion_level"]["static_op"] is None  # another DynMM run, not a static baseline
         points.append(
-            {"name": candidate.name, "madds": test["madds_per_sample"], "metric": test["miou"], "gated": gated}
+            {
+                "name": str(candidate.relative_to(baselines)),
+                "madds": test["madds_per_sample"],
+                "metric": test["miou"],
+                "gated": gated,
+            }
         )
     return points
 

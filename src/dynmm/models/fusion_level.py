@@ -6,6 +6,11 @@ its output feeds the next RGB stage (ESANet). The gate looks at both stems (chea
 A sample whose cells k..N all choose `identity` (RGB only) needs depth stages < k only: rows are grouped by how
 deep the depth encoder must go, and each depth stage runs on the rows that still need it. Every cell executes
 through the shared routing core (dispatch / masked / dense), so the papers' masked way and ours are one model.
+
+The roles can be swapped (`primary="depth"`): the depth encoder then carries the decoder's features and RGB is
+the encoder that may be skipped. With `static_op="identity"` that is the depth-only baseline. In the code the
+carrying encoder is `main` (it reads the `primary` input) and the skippable one `aux` (the `secondary` input);
+the cell ops keep ESANet's names, `rgb` for the main map and `depth` for the auxiliary one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from torch import Tensor, nn
 
 from dynmm.config import FusionLevelConfig
 from dynmm.cost import count_madds
-from dynmm.errors import ConfigError
+from dynmm.errors import ConfigError, InputError
 from dynmm.modes import eval_mode
 from dynmm.nn.fusion_cells import CELL_OPS, FusionCell
 from dynmm.nn.resnet import LAYOUTS, ResNetEncoder
@@ -62,7 +67,8 @@ class FusionLevelDynMM(nn.Module):
         layout: ResNet layout name for both encoders ("tiny" for CPU, "resnet50" as in the paper).
         num_classes: segmentation classes.
         image_size: (H, W) of the inputs; costs are measured on one sample of this size.
-        ops: candidate ops of every cell (names in CELL_OPS); "identity" means RGB only.
+        ops: candidate ops of every cell (names in CELL_OPS); "identity" means the primary modality only.
+        primary: the modality whose encoder feeds the decoder ("rgb", as in the paper, or "depth").
 
     Inputs: {"rgb": (B, 3, H, W), "depth": (B, 1, H, W)}. Output: (B, num_classes, H, W) logits.
 
@@ -71,7 +77,7 @@ class FusionLevelDynMM(nn.Module):
     op indices, e.g. stage I random paths), last_choice (the (B, cells) choice of the latest forward), last_weights.
     """
 
-    needs_depth: Tensor  # (cells, ops) bool: does op o of cell k read the depth map (a buffer, follows .to())
+    needs_aux: Tensor  # (cells, ops) bool: does op o of cell k read the auxiliary map (a buffer, follows .to())
 
     def __init__(
         self,
@@ -81,24 +87,26 @@ class FusionLevelDynMM(nn.Module):
         ops: Sequence[str] = tuple(CELL_OPS),
         decoder_width: int = 64,
         gate_width: int = 32,
+        primary: str = "rgb",
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ConfigError(f"unknown ResNet layout {layout!r}; choose from {sorted(LAYOUTS)}")
-        self.rgb = ResNetEncoder(3, LAYOUTS[layout])
-        self.depth = ResNetEncoder(1, LAYOUTS[layout])
-        self.cells = nn.ModuleList(FusionCell(c, ops) for c in self.rgb.stage_channels)
+        channels = {"rgb": 3, "depth": 1}
+        if primary not in channels:
+            raise ConfigError(f"primary modality must be one of {sorted(channels)}, got {primary!r}")
+        self.primary, self.secondary = primary, next(m for m in channels if m != primary)
+        self.main = ResNetEncoder(channels[self.primary], LAYOUTS[layout])
+        self.aux = ResNetEncoder(channels[self.secondary], LAYOUTS[layout])
+        self.cells = nn.ModuleList(FusionCell(c, ops) for c in self.main.stage_channels)
         self.op_names = list(ops)
         self.num_cells = len(self.cells)
-        stems = self.rgb.stem_channels + self.depth.stem_channels
+        stems = self.main.stem_channels + self.aux.stem_channels
         self.gate = GlobalConvGate(stems, self.num_cells, len(ops), gate_width)
-        self.decoder = SegmentationDecoder(self.rgb.stage_channels, num_classes, decoder_width)
-        self.specs = {
-            "rgb": ModalitySpec("rgb", (3, *image_size), "image"),
-            "depth": ModalitySpec("depth", (1, *image_size), "image"),
-        }
+        self.decoder = SegmentationDecoder(self.main.stage_channels, num_classes, decoder_width)
+        self.specs = {m: ModalitySpec(m, (c, *image_size), "image") for m, c in channels.items()}
         self.register_buffer(
-            "needs_depth", torch.tensor([cell.needs_depth for cell in self.fusion_cells]), persistent=False
+            "needs_aux", torch.tensor([cell.needs_depth for cell in self.fusion_cells]), persistent=False
         )
         self.mode: Mode = "dispatch"
         self.tau = 1.0
@@ -132,9 +140,9 @@ class FusionLevelDynMM(nn.Module):
             return self.forced_choice.to(device)
         return None
 
-    def decide(self, rgb_stem: Tensor, depth_stem: Tensor) -> tuple[Tensor, Tensor]:
+    def decide(self, main_stem: Tensor, aux_stem: Tensor) -> tuple[Tensor, Tensor]:
         """(choice (B, cells), weights (B, cells, ops)) from the gate: Gumbel (training) or argmax (eval)."""
-        logits = self.gate(torch.cat([rgb_stem, depth_stem], dim=1))
+        logits = self.gate(torch.cat([main_stem, aux_stem], dim=1))
         if self.training:
             return gumbel_softmax(logits, self.tau, hard=True)
         scores = logits - self.beta * self.op_costs() if self.beta else logits
@@ -146,62 +154,71 @@ class FusionLevelDynMM(nn.Module):
         """No gate decides (a static op or forced paths): nothing to learn by running every op (dense)."""
         return self.static_op is not None or self.forced_choice is not None
 
-    def depth_stages_needed(self, choice: Tensor) -> Tensor:
-        """Per row, how many depth stages must run: 1 + the last cell whose op reads depth (0 if none)."""
-        reads = self.needs_depth.gather(1, choice.t()).t()  # (B, cells)
+    def aux_stages_needed(self, choice: Tensor) -> Tensor:
+        """Per row, how many auxiliary stages must run: 1 + the last cell whose op reads them (0 if none)."""
+        reads = self.needs_aux.gather(1, choice.t()).t()  # (B, cells)
         stage = torch.arange(1, self.num_cells + 1, device=choice.device)
         return (reads * stage).amax(dim=1)
 
     # ----------------------------------------------------------------- forward
     def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
-        """Segment a batch. `missing=["depth"]` (depth absent at test time): every cell runs RGB only."""
+        """Segment a batch. `missing=["depth"]` (depth absent at test time): every cell runs RGB only (with
+        `primary="depth"` the roles swap: RGB may be missing, depth may not)."""
         check_inputs(inputs, self.specs, where=type(self).__name__)
-        rgb, depth = inputs["rgb"], inputs["depth"]
-        batch = rgb.shape[0]
-        x = self.rgb.stem(rgb)
-        fixed = self.fixed_choice(batch, rgb.device)
-        if "depth" in missing:
+        if self.primary in missing:
+            raise InputError(
+                f"{type(self).__name__}: the {self.primary} input carries the decoder's features and cannot be "
+                f"missing; only {self.secondary} can"
+            )
+        main, aux = inputs[self.primary], inputs[self.secondary]
+        batch = main.shape[0]
+        x = self.main.stem(main)
+        fixed = self.fixed_choice(batch, main.device)
+        if self.secondary in missing:
             if "identity" not in self.op_names:
-                raise ConfigError("depth is missing but the cells have no `identity` (RGB only) op to fall back on")
-            fixed = torch.full((batch, self.num_cells), self.op_names.index("identity"), device=rgb.device)
-        depth_x: Tensor | None = None
-        if fixed is None:  # the gate reads both stems, so every row's depth stem runs
-            depth_x = self.depth.stem(depth)
-            choice, weights = self.decide(x, depth_x)
+                raise ConfigError(
+                    f"{self.secondary} is missing but the cells have no `identity` ({self.primary} only) op to "
+                    "fall back on"
+                )
+            fixed = torch.full((batch, self.num_cells), self.op_names.index("identity"), device=main.device)
+        aux_x: Tensor | None = None
+        if fixed is None:  # the gate reads both stems, so every row's auxiliary stem runs
+            aux_x = self.aux.stem(aux)
+            choice, weights = self.decide(x, aux_x)
         else:
             choice, weights = fixed, nn.functional.one_hot(fixed, len(self.op_names)).float()
         self.last_choice, self.last_weights = choice, weights
         mode: Mode = "dense" if self.training and fixed is None else self.mode
         if mode == "dispatch":
-            needed = self.depth_stages_needed(choice)
-        else:  # dense and masked run every op on every row, so every row needs the whole depth encoder
-            needed = torch.full((batch,), self.num_cells, device=rgb.device)
-        active = torch.arange(batch, device=rgb.device)
-        if depth_x is None:  # no gate: the depth stem runs only for rows that will use depth at all
+            needed = self.aux_stages_needed(choice)
+        else:  # dense and masked run every op on every row, so every row needs the whole auxiliary encoder
+            needed = torch.full((batch,), self.num_cells, device=main.device)
+        active = torch.arange(batch, device=main.device)
+        if aux_x is None:  # no gate: the auxiliary stem runs only for rows that will use it at all
             active = active[needed > 0]
-            depth_x = self.depth.stem(depth.index_select(0, active)) if active.numel() else depth[:0]
+            aux_x = self.aux.stem(aux.index_select(0, active)) if active.numel() else aux[:0]
         features = []
         for k, cell in enumerate(self.fusion_cells):
-            x = self.rgb.stages[k](x)
+            x = self.main.stages[k](x)
             still = needed.index_select(0, active) > k
             if not bool(still.all()):
-                active, depth_x = active[still], depth_x[still]
+                active, aux_x = active[still], aux_x[still]
             if active.numel():
-                depth_x = self.depth.stages[k](depth_x)
-            position = torch.full((batch,), -1, dtype=torch.long, device=rgb.device)
-            position[active] = torch.arange(active.numel(), device=rgb.device)
-            branches = [self._branch(op, depth_x) for op in cell.ops]
-            x = route(branches, {"rgb": x, "row": position}, choice[:, k], weights[:, k], mode)
+                aux_x = self.aux.stages[k](aux_x)
+            position = torch.full((batch,), -1, dtype=torch.long, device=main.device)
+            position[active] = torch.arange(active.numel(), device=main.device)
+            branches = [self._branch(op, aux_x) for op in cell.ops]
+            x = route(branches, {"main": x, "row": position}, choice[:, k], weights[:, k], mode)
             features.append(x)
-        return self.decoder(features, (rgb.shape[-2], rgb.shape[-1]))
+        return self.decoder(features, (main.shape[-2], main.shape[-1]))
 
     @staticmethod
-    def _branch(op: nn.Module, depth_rows: Tensor) -> Branch:
-        """One op as a routing branch; depth maps are looked up by each routed row's position among the rows
-        whose depth stage ran (a row routed to a depth op always has one)."""
+    def _branch(op: nn.Module, aux_rows: Tensor) -> Branch:
+        """One op as a routing branch; auxiliary maps are looked up by each routed row's position among the rows
+        whose auxiliary stage ran (a row routed to an op that reads them always has one)."""
         if not getattr(op, "needs_depth", True):
-            return lambda x: op(x["rgb"], None)
-        return lambda x: op(x["rgb"], depth_rows.index_select(0, x["row"]))
+            return lambda x: op(x["main"], None)
+        return lambda x: op(x["main"], aux_rows.index_select(0, x["row"]))
 
     # ----------------------------------------------------------------- costs
     def _measure_costs(self, image_size: tuple[int, int]) -> dict[str, Any]:
@@ -210,68 +227,69 @@ class FusionLevelDynMM(nn.Module):
         def madds(module: nn.Module, *args: Any) -> float:
             return float(count_madds(partial(module, *args)).total)
 
-        rgb, depth = torch.zeros(1, 3, *image_size), torch.zeros(1, 1, *image_size)
+        main = torch.zeros(1, *self.specs[self.primary].shape)
+        aux = torch.zeros(1, *self.specs[self.secondary].shape)
         with eval_mode(self), torch.no_grad():
-            x, d = self.rgb.stem(rgb), self.depth.stem(depth)
-            fixed = madds(self.rgb.stem, rgb)
-            depth_stem = madds(self.depth.stem, depth)
+            x, d = self.main.stem(main), self.aux.stem(aux)
+            fixed = madds(self.main.stem, main)
+            aux_stem = madds(self.aux.stem, aux)
             gate = madds(self.gate, torch.cat([x, d], 1))
-            depth_stages, cells, features = [], [], []
+            aux_stages, cells, features = [], [], []
             for k, cell in enumerate(self.fusion_cells):
-                fixed += madds(self.rgb.stages[k], x)
-                depth_stages.append(madds(self.depth.stages[k], d))
-                x, d = self.rgb.stages[k](x), self.depth.stages[k](d)
+                fixed += madds(self.main.stages[k], x)
+                aux_stages.append(madds(self.aux.stages[k], d))
+                x, d = self.main.stages[k](x), self.aux.stages[k](d)
                 pairs = zip(cell.ops, cell.needs_depth, strict=True)
                 cells.append([madds(op, x, d if needs else None) for op, needs in pairs])
                 features.append(x)
             fixed += madds(self.decoder, features, image_size)
-        return {"fixed": fixed, "gate": gate, "depth_stem": depth_stem, "depth_stages": depth_stages, "cells": cells}
+        return {"fixed": fixed, "gate": gate, "aux_stem": aux_stem, "aux_stages": aux_stages, "cells": cells}
 
     def realized_madds(self, choice: Tensor, gate_ran: bool | None = None) -> Tensor:
         """MAdds each sample paid in dispatch mode, from the measured pieces and its choices. The gate (and the
-        depth stem it reads) is paid when it ran: by default unless the routing is fixed (a static baseline)."""
+        auxiliary stem it reads) is paid when it ran: by default unless the routing is fixed (a static baseline)."""
         gate_ran = not self.routing_is_fixed if gate_ran is None else gate_ran
         cells = torch.tensor(self.costs["cells"], dtype=torch.float64)  # (cells, ops)
         choice = choice.cpu()
         per_cell = cells.gather(1, choice.t()).t().sum(dim=1)
         gate = float(self.costs["gate"]) if gate_ran else 0.0
-        return float(self.costs["fixed"]) + gate + per_cell + self.depth_madds(choice, gate_ran)
+        return float(self.costs["fixed"]) + gate + per_cell + self.aux_madds(choice, gate_ran)
 
-    def depth_madds(self, choice: Tensor, gate_ran: bool | None = None) -> Tensor:
-        """Depth-encoder MAdds (stem + stages) each sample paid: what progressive skipping saves."""
+    def aux_madds(self, choice: Tensor, gate_ran: bool | None = None) -> Tensor:
+        """Auxiliary-encoder MAdds (stem + stages) each sample paid: what progressive skipping saves."""
         gate_ran = not self.routing_is_fixed if gate_ran is None else gate_ran
-        depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float64)
-        needed = self.depth_stages_needed(choice.to(self.needs_depth.device)).cpu()
-        stages = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double() @ depth
+        aux = torch.tensor(self.costs["aux_stages"], dtype=torch.float64)
+        needed = self.aux_stages_needed(choice.to(self.needs_aux.device)).cpu()
+        stages = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double() @ aux
         stem_ran = torch.ones_like(stages) if gate_ran else (needed > 0).double()
-        return stages + stem_ran * float(self.costs["depth_stem"])
+        return stages + stem_ran * float(self.costs["aux_stem"])
 
     def op_costs(self) -> Tensor:
         """(cells, ops) cost of each choice for the test-time knob β, normalised by the costliest routing: the
-        op itself plus, for an op that reads depth at cell k, the depth stages up to k it forces to run."""
-        cells = torch.tensor(self.costs["cells"], dtype=torch.float32, device=self.needs_depth.device)
-        depth = torch.tensor(self.costs["depth_stages"], dtype=torch.float32, device=self.needs_depth.device)
-        implied = self.needs_depth.float() * depth.cumsum(0)[:, None]
-        return (cells + implied) / (cells.max(dim=1).values.sum() + depth.sum())
+        op itself plus, for an op that reads the auxiliary map at cell k, the auxiliary stages up to k it forces."""
+        cells = torch.tensor(self.costs["cells"], dtype=torch.float32, device=self.needs_aux.device)
+        aux = torch.tensor(self.costs["aux_stages"], dtype=torch.float32, device=self.needs_aux.device)
+        implied = self.needs_aux.float() * aux.cumsum(0)[:, None]
+        return (cells + implied) / (cells.max(dim=1).values.sum() + aux.sum())
 
-    def depth_madds_full(self) -> float:
-        """The whole depth encoder (stem + every stage), what a static fusion in every cell pays."""
-        return float(self.costs["depth_stem"]) + float(sum(self.costs["depth_stages"]))
+    def aux_madds_full(self) -> float:
+        """The whole auxiliary encoder (stem + every stage), what a static fusion in every cell pays."""
+        return float(self.costs["aux_stem"]) + float(sum(self.costs["aux_stages"]))
 
     def expected_cost(self, weights: Tensor) -> Tensor:
         """Differentiable cost of (straight-through) weights (B, cells, ops), normalised by the costliest routing.
 
-        A depth stage j is paid unless every cell k ≥ j picked an op that ignores depth: P = 1 − Π_{k≥j} p_k(no
-        depth); with one-hot weights this is exactly the realized cost of the pieces that routing decides.
+        An auxiliary stage j is paid unless every cell k ≥ j picked an op that ignores it: P = 1 − Π_{k≥j} p_k(no
+        aux); with one-hot weights this is exactly the realized cost of the pieces that routing decides.
         """
         cells = torch.tensor(self.costs["cells"], dtype=weights.dtype, device=weights.device)
-        depth = torch.tensor(self.costs["depth_stages"], dtype=weights.dtype, device=weights.device)
+        aux = torch.tensor(self.costs["aux_stages"], dtype=weights.dtype, device=weights.device)
         cell_cost = (weights * cells).sum(dim=(1, 2))
-        no_depth = (weights * (~self.needs_depth).to(weights.dtype)).sum(dim=2)  # (B, cells)
-        skip_from = torch.flip(torch.cumprod(torch.flip(no_depth, [1]), dim=1), [1])  # Π_{k≥j}
-        depth_cost = ((1 - skip_from) * depth).sum(dim=1)
-        most = cells.max(dim=1).values.sum() + depth.sum()
-        return ((cell_cost + depth_cost) / most).mean()
+        no_aux = (weights * (~self.needs_aux).to(weights.dtype)).sum(dim=2)  # (B, cells)
+        skip_from = torch.flip(torch.cumprod(torch.flip(no_aux, [1]), dim=1), [1])  # Π_{k≥j}
+        aux_cost = ((1 - skip_from) * aux).sum(dim=1)
+        most = cells.max(dim=1).values.sum() + aux.sum()
+        return ((cell_cost + aux_cost) / most).mean()
 
 
 def build_fusion_level(config: FusionLevelConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> FusionLevelDynMM:
@@ -288,7 +306,9 @@ def build_fusion_level(config: FusionLevelConfig, specs: dict[str, ModalitySpec]
     if config.resource_weight < 0:
         raise ConfigError(f"fusion_level.resource_weight (λ) must be >= 0, got {config.resource_weight}")
     size = (specs["rgb"].shape[1], specs["rgb"].shape[2])
-    model = FusionLevelDynMM(config.layout, task.num_classes, size, ops, config.decoder_width, config.gate_width)
+    model = FusionLevelDynMM(
+        config.layout, task.num_classes, size, ops, config.decoder_width, config.gate_width, config.primary
+    )
     if config.static_op is not None:
         model.static_op = ops.index(config.static_op)
     return model

@@ -2,12 +2,15 @@
 resource loss (τ decayed exponentially), evaluation and export; or one static single-op baseline.
 
 Layout: runs/<name>/{supernet,gate | static}/ (checkpoints, logs, weights + done.json per finished stage),
-model.safetensors/.json, metrics.json.
+model.safetensors/.json, metrics.json. With `supernet_dir` stage I lives there instead, shared by several runs
+(a λ sweep); it records what it was trained for, and a run built differently refuses to use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,6 +31,42 @@ from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_d
 
 SUPERNET_MONITOR = ("val/loss", "min")
 GATE_MONITOR = ("val/objective", "min")
+SUPERNET_FOR = "supernet_for.json"
+"""What a shared stage I was trained for: everything that shapes its weights (not λ or stage II settings)."""
+
+
+def supernet_description(config: RunConfig) -> dict[str, Any]:
+    fl = config.fusion_level
+    assert fl is not None
+    return {
+        "seed": config.seed,
+        "data": {"name": config.data.name, "batch_size": config.data.batch_size, "options": config.data.options},
+        "train": dataclasses.asdict(config.train) | {"progress_bar": None},
+        "fusion_level": {
+            k: getattr(fl, k) for k in ("layout", "ops", "decoder_width", "gate_width", "primary", "supernet_train")
+        },
+    }
+
+
+def shared_supernet_dir(config: RunConfig) -> Path:
+    """The shared stage I folder, claimed for this configuration or checked against the one it holds."""
+    fl = config.fusion_level
+    assert fl is not None and fl.supernet_dir is not None
+    folder = Path(fl.supernet_dir)
+    wanted = json.loads(json.dumps(supernet_description(config)))  # as it reads back from disk
+    record = folder / SUPERNET_FOR
+    if record.is_file():
+        held = json.loads(record.read_text())
+        if held != wanted:
+            changed = [key for key in wanted if held.get(key) != wanted[key]]
+            raise ConfigError(
+                f"fusion_level.supernet_dir {folder} holds a supernet trained with other settings "
+                f"({', '.join(changed)}); point this run elsewhere"
+            )
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(record, wanted)
+    return folder
 
 
 def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResult:
@@ -50,6 +89,9 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
     run_dir = _prepare_run_dir(config, resume)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
+    stage_dirs = {stage: run_dir / stage for stage in ("supernet", "gate", "static")}
+    if fl.supernet_dir is not None and fl.static_op is None:
+        stage_dirs["supernet"] = shared_supernet_dir(config)
     plan: list[tuple[Stage, tuple[str, str]]] = (
         [("static", monitor_for(config.train, info.task))]
         if fl.static_op is not None
@@ -62,7 +104,7 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
         module = FusionLevelModule(
             model, info.task, stage, train.lr, train.weight_decay, train.optimizer, fl.resource_weight, tau
         )
-        summaries[stage] = fit_stage(run_dir / stage, module, model, data, train, monitor, config.seed)
+        summaries[stage] = fit_stage(stage_dirs[stage], module, model, data, train, monitor, config.seed)
         model.forced_choice = None
     model.eval()
     metrics: dict[str, Any] = {

@@ -1,9 +1,11 @@
-"""λ sweep of the DynMM recipe: one accuracy–MAdds point per resource weight, experts trained once.
+"""λ sweep of a DynMM recipe: one accuracy–MAdds point per resource weight, stage I trained once.
 
-Layout: runs/<name>_sweep/experts/<expert>/ (stage I, shared by every point) and runs/<name>_sweep/lambda_<λ>/
-(stages II-III and evaluation of one point). A restarted sweep reuses finished points and resumes the others.
-The summary (benchmarks/results/<data>_pareto.json by default) holds the points, each point's β curve, the
-oracle frontier, the experts alone and, with a MAdds budget, the best way found to meet it.
+Modality-level: runs/<name>_sweep/experts/<expert>/ (stage I, shared by every point) and
+runs/<name>_sweep/lambda_<λ>/ (stages II-III and evaluation of one point). Fusion-level: the supernet
+(runs/<name>_sweep/supernet/) is shared the same way and each point trains its own gate. A restarted sweep reuses
+finished points and resumes the others. The summary (benchmarks/results/<data>_pareto.json by default) holds the
+points and each point's β curve; modality-level also the oracle frontier, the experts alone and, with a MAdds
+budget, the best way found to meet it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dynmm.config import RunConfig
 from dynmm.errors import ConfigError
 from dynmm.eval.routing_analysis import beta_for_budget, recorded_accuracy_name
 from dynmm.io import atomic_write_json
-from dynmm.train.run import run_or_reuse
+from dynmm.train.run import RunResult, run_or_reuse
 
 
 def point_name(resource_weight: float) -> str:
@@ -27,9 +29,15 @@ def point_name(resource_weight: float) -> str:
 
 
 def point_config(config: RunConfig, root: Path, resource_weight: float) -> RunConfig:
+    """The run of one λ, pointed at the sweep's shared stage I (experts or supernet)."""
+    point = dataclasses.replace(config, name=point_name(resource_weight), output_dir=str(root))
+    if config.fusion_level is not None:
+        shared = str(root / "supernet")
+        fusion = dataclasses.replace(config.fusion_level, resource_weight=resource_weight, supernet_dir=shared)
+        return dataclasses.replace(point, fusion_level=fusion)
     assert config.dynmm is not None
     dynmm = dataclasses.replace(config.dynmm, resource_weight=resource_weight, experts_dir=str(root / "experts"))
-    return dataclasses.replace(config, name=point_name(resource_weight), output_dir=str(root), dynmm=dynmm)
+    return dataclasses.replace(point, dynmm=dynmm)
 
 
 def budget_choice(points: Sequence[dict[str, Any]], budget: float) -> dict[str, Any]:
@@ -56,14 +64,62 @@ def run_sweep(
     config: RunConfig, lambdas: Sequence[float], output: Path, target_madds: float | None = None
 ) -> dict[str, Any]:
     """Train (or reuse) one DynMM run per λ and write the accuracy–MAdds summary."""
-    if config.dynmm is None:
-        raise ConfigError("dynmm sweep needs a config with a `dynmm` section (e.g. configs/mosi/dynmm.yaml)")
+    if config.dynmm is None and config.fusion_level is None:
+        raise ConfigError(
+            "dynmm sweep needs a config with a `dynmm` or `fusion_level` section (e.g. configs/mosi/dynmm.yaml)"
+        )
+    if config.fusion_level is not None and config.fusion_level.static_op is not None:
+        raise ConfigError("dynmm sweep: a static baseline (fusion_level.static_op) has no λ to sweep")
     if not lambdas or any(value < 0 for value in lambdas):
         raise ConfigError(f"--lambdas needs one or more values >= 0, got {list(lambdas)}")
     root = Path(config.output_dir) / f"{config.name}_sweep"
+    results = [
+        run_or_reuse(point_config(config, root, value))
+        for value in tqdm(sorted(set(lambdas)), desc="λ sweep", unit="point")
+    ]
+    if config.fusion_level is not None:
+        summary = fusion_level_summary(config, root, sorted(set(lambdas)), results)
+    else:
+        summary = modality_level_summary(config, sorted(set(lambdas)), results, target_madds)
+    atomic_write_json(output, summary)
+    return summary
+
+
+def fusion_level_summary(
+    config: RunConfig, root: Path, lambdas: Sequence[float], results: Sequence[RunResult]
+) -> dict[str, Any]:
+    """mIoU, MAdds (total and of the skippable encoder) and routing of each λ point, on one shared supernet."""
     points = []
-    for value in tqdm(sorted(set(lambdas)), desc="λ sweep", unit="point"):
-        result = run_or_reuse(point_config(config, root, value))
+    for value, result in zip(lambdas, results, strict=True):
+        test = result.metrics["test"]
+        points.append(
+            {
+                "lambda": value,
+                "run": str(result.run_dir),
+                "metric": test["miou"],
+                "madds_per_sample": test["madds_per_sample"],
+                "aux_madds_per_sample": test["aux_madds_per_sample"],
+                "test": test,
+                "beta_curve": result.metrics["beta_curve"],
+            }
+        )
+    return {
+        "method": "fusion_level",
+        "config": config.name,
+        "dataset": config.data.name,
+        "metric": "miou",
+        "supernet": str(root / "supernet"),
+        "aux_madds_full": results[-1].metrics["test"]["aux_madds_full"],
+        "points": points,
+    }
+
+
+def modality_level_summary(
+    config: RunConfig, lambdas: Sequence[float], results: Sequence[RunResult], target_madds: float | None
+) -> dict[str, Any]:
+    """Accuracy and MAdds of each λ point, the experts alone, the oracle frontier and the budget choice."""
+    points = []
+    for value, result in zip(lambdas, results, strict=True):
         m = result.metrics
         metric = recorded_accuracy_name(m)
         points.append(
@@ -79,8 +135,9 @@ def run_sweep(
                 "beta_curve": m["beta_curve"],
             }
         )
-    last = result.metrics
+    last = results[-1].metrics
     summary: dict[str, Any] = {
+        "method": "modality_level",
         "config": config.name,
         "dataset": config.data.name,
         "metric": metric,
@@ -93,5 +150,4 @@ def run_sweep(
     }
     if target_madds is not None:
         summary["target"] = budget_choice(points, target_madds)
-    atomic_write_json(output, summary)
     return summary
