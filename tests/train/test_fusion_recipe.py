@@ -41,6 +41,9 @@ def test_two_stages_metrics_and_export(dynamic):
     assert load_exported(run).model_type == "fusion_level"
     betas = dynamic.metrics["beta_curve"]
     assert betas[-1]["aux_madds_per_sample"] <= betas[0]["aux_madds_per_sample"]  # β pushes to cheaper ops
+    flagged = dynamic.metrics["by_flag"]["depth_pairs"]
+    assert sum(group["scenes"] for group in flagged.values()) == 8
+    assert sum(sum(group["aux_stages_run"]) for group in flagged.values()) == 8
     missing = dynamic.metrics["robustness"]["missing_aux"]
     assert missing["aux_madds_per_sample"] == 0.0
     for figure in ("pareto.png", "routing.png", "examples.png", "robustness_0.png"):

@@ -26,11 +26,15 @@ BETAS = (-1.0, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
 EXAMPLES = 4
 KEEP = ("miou", "pixel_accuracy", "madds_per_sample", "aux_madds_per_sample")
+ROUTING = ("aux_stages_run", "ops_per_cell")
 
 
-def _evaluate(model: FusionLevelDynMM, data: MultimodalDataset, task: TaskSpec, **kw: Any) -> dict[str, Any]:
+def _evaluate(
+    model: FusionLevelDynMM, data: MultimodalDataset, task: TaskSpec, routing: bool = False, **kw: Any
+) -> dict[str, Any]:
+    """The headline numbers (KEEP) of `data`, with the per-cell and per-stage routing when asked."""
     results = evaluate_fusion_level(model, DataLoader(data, batch_size=16, collate_fn=collate), task, **kw)
-    return {k: results[k] for k in KEEP}
+    return {k: results[k] for k in (*KEEP, *(ROUTING if routing else ()))}
 
 
 def beta_curve(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> list[dict[str, Any]]:
@@ -85,10 +89,24 @@ def examples(model: FusionLevelDynMM, test: MultimodalDataset) -> list[dict[str,
     return rows
 
 
+def by_flag(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> dict[str, Any]:
+    """Per data flag (e.g. rgbd_synth's `depth_pairs`: the scene holds an object only depth can label), mIoU,
+    MAdds and routing on the flagged scenes and on the others: does the gate pay for depth where it is needed?"""
+    results: dict[str, Any] = {}
+    for flag, rows in test.flags.items():
+        groups = {"flagged": rows.nonzero().flatten(), "not_flagged": (~rows).nonzero().flatten()}
+        results[flag] = {
+            group: {"scenes": int(idx.numel()), **_evaluate(model, test.subset(idx), task, routing=True)}
+            for group, idx in groups.items()
+            if idx.numel()
+        }
+    return results
+
+
 def analyse(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> dict[str, Any]:
-    """β curve (a gated model only: a static op has nothing to trade) and robustness."""
+    """β curve (a gated model only: a static op has nothing to trade), robustness and results per data flag."""
     curve = [] if model.routing_is_fixed else beta_curve(model, test, task)
-    return {"beta_curve": curve, "robustness": robustness(model, test, task)}
+    return {"beta_curve": curve, "robustness": robustness(model, test, task), "by_flag": by_flag(model, test, task)}
 
 
 def report_data(title: str, metrics: dict[str, Any], baselines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -106,6 +124,13 @@ def report_data(title: str, metrics: dict[str, Any], baselines: list[dict[str, A
             f"{secondary}-encoder MAdds per sample": test["aux_madds_per_sample"],
             f"whole {secondary} encoder": test["aux_madds_full"],
             f"mIoU without {secondary}": robust["missing_aux"]["miou"],
+            **{
+                f"{secondary}-encoder MAdds per sample, {group.replace('_', ' ')} {flag}": numbers[
+                    "aux_madds_per_sample"
+                ]
+                for flag, groups in metrics.get("by_flag", {}).items()
+                for group, numbers in groups.items()
+            },
         },
         "pareto": {
             "baselines": baselines or [],
