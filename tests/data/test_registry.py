@@ -7,7 +7,7 @@ from dynmm.errors import ConfigError, DataError
 
 
 def test_known_names() -> None:
-    assert set(DATASETS) == {"mosi", "avdigits", "rgbd_synth"}
+    assert set(DATASETS) == {"mosi", "avdigits", "avclips", "rgbd_synth"}
     assert accepted_options("mosi") == ("split_column", "stats_split_column")
     assert {"seed", "train_size", "hard_image_fraction", "audio_snr_db"} <= set(accepted_options("avdigits"))
     assert {"seed", "train_size", "height", "hole_rate", "normalize"} <= set(accepted_options("rgbd_synth"))

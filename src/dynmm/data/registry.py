@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
+from dynmm.data.avclips import AVClipsOptions, avclips_info, load_avclips
 from dynmm.data.avdigits import AVDigitsOptions, avdigits_info, load_avdigits
 from dynmm.data.base import DatasetInfo, MultimodalDataset
 from dynmm.data.mosi import load_mosi, mosi_info
@@ -24,6 +25,7 @@ class _Entry:
 _ENTRIES: dict[str, _Entry] = {
     "mosi": _Entry(load_mosi, mosi_info, ("split_column", "stats_split_column")),
     "avdigits": _Entry(load_avdigits, avdigits_info, ("seed", *(f.name for f in fields(AVDigitsOptions)))),
+    "avclips": _Entry(load_avclips, avclips_info, ("seed", *(f.name for f in fields(AVClipsOptions)))),
     "rgbd_synth": _Entry(load_rgbd_synth, rgbd_synth_info, ("seed", *(f.name for f in fields(RGBDSynthOptions)))),
 }
 
