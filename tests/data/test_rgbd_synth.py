@@ -200,19 +200,33 @@ def test_holes_at_the_documented_rates() -> None:
     assert abs(default.meta["hole_pixels"].sum().item() - expected) < 4 * expected**0.5
 
 
-def test_rgb_sufficient_scenes_hold_no_depth_only_object(clean: MultimodalDataset) -> None:
+def test_plain_rooms_hold_no_depth_only_object(clean: MultimodalDataset) -> None:
     depth_only = torch.tensor([c for pair in DEPTH_ONLY_PAIRS for c in pair])
     holds = torch.isin(clean.target, depth_only).flatten(1).any(dim=1)
     flags = clean.flags["depth_pairs"]
     assert 0 < int(flags.sum()) < len(flags)  # the default mixes both kinds of room
     assert not bool(holds[~flags].any())  # a scene flagged plain shows no depth-only pixel
-    plain = load_rgbd_synth(0, **{**CLEAN, "rgb_sufficient_fraction": 1.0})["train"]
+    plain = load_rgbd_synth(0, **{**CLEAN, "plain_room_fraction": 1.0})["train"]
     assert not bool(plain.flags["depth_pairs"].any()) and not bool(torch.isin(plain.target, depth_only).any())
-    busy = load_rgbd_synth(0, **{**CLEAN, "rgb_sufficient_fraction": 0.0})["train"]
+    busy = load_rgbd_synth(0, **{**CLEAN, "plain_room_fraction": 0.0})["train"]
     assert float(busy.flags["depth_pairs"].float().mean()) > 0.9
     # the fraction draws on its own stream: scenes that keep their depth-only objects are unchanged
     kept = flags.nonzero().flatten()
     assert torch.equal(busy.target[kept], clean.target[kept])
+
+
+def test_failed_depth_sensors_are_flagged_and_mostly_holes() -> None:
+    options = {**SMALL, "train_size": 60, "depth_failure_fraction": 0.3}
+    data = load_rgbd_synth(0, **options)["train"]
+    failed = data.flags["depth_failed"]
+    assert 0 < int(failed.sum()) < len(failed)
+    holes = (data.inputs["depth"][:, 0] == 0).flatten(1).float().mean(dim=1)
+    assert float(holes[failed].min()) > 0.9 and float(holes[~failed].max()) < 0.5
+    assert int(data.meta["hole_pixels"][failed].min()) > 0.9 * SMALL["height"] * SMALL["width"]
+    healthy = load_rgbd_synth(0, **{**SMALL, "train_size": 60})["train"]  # the failure draws its own stream
+    assert torch.equal(data.inputs["rgb"], healthy.inputs["rgb"]) and torch.equal(data.target, healthy.target)
+    assert torch.equal(data.inputs["depth"][~failed], healthy.inputs["depth"][~failed])
+    assert not bool(healthy.flags["depth_failed"].any())
 
 
 def test_bad_options_name_the_option() -> None:
@@ -228,8 +242,8 @@ def test_bad_options_name_the_option() -> None:
         RGBDSynthOptions(valid_size=0)
     with pytest.raises(ConfigError, match="normalize must be bool"):
         RGBDSynthOptions(normalize=1)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="rgb_sufficient_fraction"):
-        RGBDSynthOptions(rgb_sufficient_fraction=1.2)
+    with pytest.raises(ConfigError, match="plain_room_fraction"):
+        RGBDSynthOptions(plain_room_fraction=1.2)
     with pytest.raises(ConfigError, match="depth_noise"):
         RGBDSynthOptions(depth_noise=-0.1)
     with pytest.raises(ConfigError, match="seed"):

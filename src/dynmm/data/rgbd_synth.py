@@ -16,10 +16,11 @@ The class set is built so that each modality is needed somewhere:
 - colour only: `red_ball` vs `blue_ball`: identical sphere slots, radii and placement; only the hue differs.
 IGNORE (255) marks the ceiling, the one class-less surface; sensor holes keep their labels.
 
-A seeded `rgb_sufficient_fraction` of the scenes is drawn without any of the depth-only objects (posters, wall
-cabinets, rugs, low tables): in those rooms colour labels every pixel about as well as colour + depth, in the
-others it cannot. Real rooms vary like this too, and it is what lets a per-image fusion choice pay off: flag
-`depth_pairs` says which scenes contain a depth-only object.
+A seeded `plain_room_fraction` of the scenes is drawn without any of the depth-only objects (posters, wall
+cabinets, rugs, low tables); flag `depth_pairs` says which scenes hold one. Depth still helps in plain rooms
+(geometry sharpens every boundary), only less. A seeded `depth_failure_fraction` of the scenes (default 0) gets
+a failed depth sensor (as in sunlight or facing glass): 95 % of its pixels are holes and the rest random
+values; flag `depth_failed`. There depth is worthless, which a per-image fusion choice should notice.
 
 Inputs (normalize=True): rgb = ([0, 1] RGB - RGB_MEAN) / RGB_STD with fixed constants, so every split and
 size is scaled alike; depth = metres / DEPTH_SCALE, holes exactly 0 (valid depth is never below ~0.25).
@@ -138,8 +139,10 @@ class RGBDSynthOptions:
     """Probability that a depth-edge pixel's depth is missing; edge pixels use max(hole_rate, edge_hole_rate)."""
     rgb_noise: float = 0.02
     """Std of Gaussian sensor noise on the [0, 1] RGB."""
-    rgb_sufficient_fraction: float = 0.5
+    plain_room_fraction: float = 0.5
     """Fraction of scenes drawn without posters, wall cabinets, rugs and low tables (the depth-only classes)."""
+    depth_failure_fraction: float = 0.0
+    """Fraction of scenes whose depth sensor failed: 95 % holes, the rest random values in the valid range."""
     normalize: bool = True
     """True: RGB z-scored with RGB_MEAN/RGB_STD, depth in metres / DEPTH_SCALE; False: RGB in [0, 1], metres."""
 
@@ -151,7 +154,7 @@ class RGBDSynthOptions:
         for name in ("height", "width"):
             if not 8 <= getattr(self, name) <= 1024:
                 raise ConfigError(f"rgbd_synth option {name} must be in [8, 1024], got {getattr(self, name)}")
-        for name in ("hole_rate", "edge_hole_rate", "rgb_sufficient_fraction"):
+        for name in ("hole_rate", "edge_hole_rate", "plain_room_fraction", "depth_failure_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"rgbd_synth option {name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("depth_noise", "rgb_noise"):
@@ -484,6 +487,7 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
     meta = {k: torch.empty(size, dtype=torch.int64) for k in ("num_objects", "edge_pixels", "hole_pixels")}
     meta |= {k: torch.empty(size, dtype=torch.int64) for k in ("camera_height_mm", "pitch_mrad", "room_depth_mm")}
     depth_pairs = torch.empty(size, dtype=torch.bool)
+    depth_failed = torch.zeros(size, dtype=torch.bool)
     chunk, generator = max(1, _PIXELS_PER_CHUNK // hw), torch.Generator()
     for start in range(0, size, chunk):
         stop = min(size, start + chunk)
@@ -491,7 +495,7 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
         for j, i in enumerate(range(start, stop)):
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
             # its own stream, so that the fraction does not change which rooms the other scenes are
-            plain = np.random.default_rng([seed, _SPLIT_IDS[split], i, 1]).random() < opts.rgb_sufficient_fraction
+            plain = np.random.default_rng([seed, _SPLIT_IDS[split], i, 1]).random() < opts.plain_room_fraction
             scenes.append(_Scene(rng, depth_pairs=not plain))
             generator.manual_seed(int(rng.integers(2**62)))
             noise[j, :5].normal_(generator=generator)
@@ -507,17 +511,33 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
         meta["pitch_mrad"][start:stop] = torch.tensor([round(s.camera[1] * 1000) for s in scenes])
         meta["room_depth_mm"][start:stop] = torch.tensor([round(s.depth * 1000) for s in scenes])
         depth_pairs[start:stop] = torch.tensor([s.has_depth_only_object() for s in scenes])
+        for i in range(start, stop):
+            failure = np.random.default_rng([seed, _SPLIT_IDS[split], i, 2])
+            if failure.random() < opts.depth_failure_fraction:
+                depth_failed[i] = True
+                generator.manual_seed(int(failure.integers(2**62)))
+                depth[i] = _failed_depth(depth[i], generator)
+                meta["hole_pixels"][i] = int((depth[i] == 0).sum())
     if opts.normalize:
         rgb.sub_(torch.tensor(RGB_MEAN)[:, None, None]).div_(torch.tensor(RGB_STD)[:, None, None])
         depth.div_(DEPTH_SCALE)
-    return MultimodalDataset({"rgb": rgb, "depth": depth}, target, flags={"depth_pairs": depth_pairs}, meta=meta)
+    flags = {"depth_pairs": depth_pairs, "depth_failed": depth_failed}
+    return MultimodalDataset({"rgb": rgb, "depth": depth}, target, flags=flags, meta=meta)
+
+
+def _failed_depth(depth: Tensor, generator: torch.Generator) -> Tensor:
+    """A failed sensor's map (metres): 95 % holes, the other pixels uniform in the range the room's depths span."""
+    speckle = torch.rand(depth.shape, generator=generator) < 0.05
+    values = 0.3 + 6.7 * torch.rand(depth.shape, generator=generator)
+    return torch.where(speckle, values, torch.zeros_like(depth))
 
 
 def load_rgbd_synth(seed: int = 0, **options: object) -> dict[str, MultimodalDataset]:
     """Train/valid/test synthetic RGB-D rooms: inputs `rgb` (3, H, W) and `depth` (1, H, W) (normalised as
     RGBDSynthOptions.normalize says; depth holes are 0), target (H, W) int64 in CLASS_NAMES order, IGNORE = 255.
 
-    flags per sample: depth_pairs (the scene holds a depth-only object). meta per sample: num_objects,
+    flags per sample: depth_pairs (the scene holds a depth-only object), depth_failed (its depth sensor failed).
+    meta per sample: num_objects,
     edge_pixels, hole_pixels, camera_height_mm, pitch_mrad, room_depth_mm.
     """
     opts = rgbd_synth_options(**options)
