@@ -111,14 +111,22 @@ def sweep(
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A finished DynMM run directory."),
+    run_dir: Path = typer.Argument(..., help="A finished DynMM or AdaMML run directory."),
     sweep: Path = typer.Option(None, help="A λ-sweep summary (dynmm sweep's JSON) to add to the Pareto plot."),
     baselines: Path = typer.Option(None, help="Runs of `dynmm bench baselines` (e.g. runs/baselines) to add."),
 ) -> None:
     """Rebuild RUN/report.html from its metrics, routing, speed.json (dynmm bench speed --run) and a sweep."""
+    from dynmm.errors import ConfigError
+    from dynmm.eval.adamml_report import is_adamml_run, rebuild_adamml_report
     from dynmm.eval.dynmm_report import write_run_report
 
-    console.print(f"report written to [bold]{write_run_report(run_dir, sweep, baselines)}[/bold]")
+    if is_adamml_run(run_dir):
+        if sweep is not None or baselines is not None:
+            raise ConfigError("--sweep and --baselines are not supported for AdaMML runs (their report has its own)")
+        path = rebuild_adamml_report(run_dir)
+    else:
+        path = write_run_report(run_dir, sweep, baselines)
+    console.print(f"report written to [bold]{path}[/bold]")
 
 
 @data_app.command("info")
@@ -205,13 +213,9 @@ def bench_fusion_speed(
 ) -> None:
     """Masked (whole depth encoder, every op) vs dispatch (progressive depth skipping) inference time."""
     from dynmm.bench.fusion_speed import fusion_level_speed
-    from dynmm.errors import ConfigError
     from dynmm.io import atomic_write_json
 
-    try:
-        sizes = [int(b) for b in batch_sizes.split(",") if b]
-    except ValueError as err:
-        raise ConfigError(f"--batch-sizes takes comma-separated integers ({err})") from err
+    sizes = _integers(batch_sizes, "--batch-sizes")
     results = fusion_level_speed(run, sizes, repeats)
     output = output or run / "speed.json"
     atomic_write_json(output, results)
@@ -230,6 +234,56 @@ def bench_fusion_speed(
     ]
     _print_rows(f"{run} · masked vs dispatch · median of {repeats} calls", rows)
     console.print(f"results written to [bold]{output}[/bold]")
+
+
+@bench_app.command("adamml-speed")
+def bench_adamml_speed(
+    run: Path = typer.Argument(..., help="A trained AdaMML run (dynmm train configs/avclips/adamml.yaml)."),
+    batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes (clips)."),
+    repeats: int = typer.Option(20, help="Timed calls per setting (the median is reported)."),
+    keep_rates: str = typer.Option("0.25,0.5,0.75", help="Random keep rates to time dispatch at ('' for none)."),
+    output: Path = typer.Option(None, help="JSON file to write (default RUN/speed.json)."),
+) -> None:
+    """Late fusion on all segments vs masked vs dispatch AdaMML inference time, per clip."""
+    from dynmm.bench.adamml_speed import adamml_speed
+    from dynmm.errors import ConfigError
+    from dynmm.io import atomic_write_json
+
+    try:
+        rates = [float(r) for r in keep_rates.split(",") if r]
+    except ValueError as err:
+        raise ConfigError(f"--keep-rates takes comma-separated numbers ({err})") from err
+    results = adamml_speed(run, _integers(batch_sizes, "--batch-sizes"), repeats, rates)
+    output = output or run / "speed.json"
+    atomic_write_json(output, results)
+    rows = [
+        {
+            "batch": str(r["batch_size"]),
+            "MAdds M late fusion": _millions(r["late_fusion_all"]["madds_per_clip"]),
+            "MAdds M dispatch": _millions(r["dispatch"]["madds_per_clip"]),
+            "ms late fusion": f"{r['late_fusion_all']['median_ms']:.2f}",
+            "ms masked": f"{r['masked']['median_ms']:.2f}",
+            "ms dispatch": f"{r['dispatch']['median_ms']:.2f}",
+            "predicted": f"{r['predicted_speedup']:.2f}×",
+            "realized": f"{r['realized_speedup']:.2f}×",
+        }
+        for r in results["rows"]
+    ]
+    _print_rows(f"{run} · AdaMML · median of {repeats} calls", rows)
+    console.print(f"results written to [bold]{output}[/bold]")
+
+
+def _integers(text: str, option: str) -> list[int]:
+    from dynmm.errors import ConfigError
+
+    try:
+        return [int(b) for b in text.split(",") if b]
+    except ValueError as err:
+        raise ConfigError(f"{option} takes comma-separated integers ({err})") from err
+
+
+def _millions(value: float) -> str:
+    return f"{value / 1e6:.2f}"
 
 
 @app.command()

@@ -16,13 +16,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dynmm.config import DataConfig, ExpertConfig, FusionLevelConfig, GateConfig, ModelConfig, from_dict
+from dynmm.config import (
+    AdaMMLConfig,
+    DataConfig,
+    ExpertConfig,
+    FusionLevelConfig,
+    GateConfig,
+    ModelConfig,
+    from_dict,
+)
 from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
 from dynmm.models.fusion_level import build_fusion_level
 from dynmm.models.modality_level import build_modality_level
 from dynmm.models.static import build_static_model
 from dynmm.specs import ModalitySpec, TaskSpec
+from dynmm.train.adamml_module import build_adamml
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -33,8 +42,10 @@ DESCRIPTION = "model.json"
 class ExportedModel:
     """A model rebuilt from an export, with what is needed to evaluate it again.
 
-    `model_type` is "static" (one fusion model, `model_config`) or "dynmm" (a ModalityLevelDynMM whose experts
-    are `experts`, each a name and a full ModelConfig, and whose gate is `gate`).
+    `model_type` is "static" (one fusion model, `model_config`), "dynmm" (a ModalityLevelDynMM whose experts
+    are `experts`, each a name and a full ModelConfig, and whose gate is `gate`), "fusion_level" (a
+    FusionLevelDynMM of model.json's `fusion_level` section) or "adamml" (an AdaMML of its `adamml` section,
+    in dispatch mode with its learned policy).
     """
 
     model: nn.Module
@@ -48,7 +59,7 @@ class ExportedModel:
     gate: GateConfig | None = None
 
 
-MODEL_TYPES = ("static", "dynmm", "fusion_level")
+MODEL_TYPES = ("static", "dynmm", "fusion_level", "adamml")
 
 
 def export_model(
@@ -62,19 +73,23 @@ def export_model(
     experts: list[tuple[str, ModelConfig]] | None = None,
     gate: GateConfig | None = None,
     fusion_level: FusionLevelConfig | None = None,
+    adamml: AdaMMLConfig | None = None,
 ) -> None:
     """Write weights first, then the description: a description on disk always has its weights.
 
-    Pass `experts` and `gate` for a modality-level DynMM model (its experts' full configs and its gate's).
+    Pass `experts` and `gate` for a modality-level DynMM model (its experts' full configs and its gate's),
+    `fusion_level` or `adamml` for those methods' models (the section they were built from).
     """
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
     dynmm = experts is not None and gate is not None
     model_type = "fusion_level" if fusion_level is not None else "dynmm" if dynmm else "static"
+    model_type = "adamml" if adamml is not None else model_type
     description = {
         "format_version": FORMAT_VERSION,
         "model_type": model_type,
         "fusion_level": dataclasses.asdict(fusion_level) if fusion_level is not None else None,
+        "adamml": dataclasses.asdict(adamml) if adamml is not None else None,
         "model": dataclasses.asdict(model_config),
         "experts": [{"name": name, "model": dataclasses.asdict(cfg)} for name, cfg in experts or []],
         "gate": dataclasses.asdict(gate) if gate is not None else None,
@@ -117,7 +132,9 @@ def load_exported(directory: str | Path) -> ExportedModel:
         ]
         gate = from_dict(GateConfig, description["gate"], "gate") if model_type == "dynmm" else None
         model: nn.Module
-        if model_type == "fusion_level":
+        if model_type == "adamml":
+            model = build_adamml(from_dict(AdaMMLConfig, description["adamml"], "adamml"), specs, task)
+        elif model_type == "fusion_level":
             model = build_fusion_level(from_dict(FusionLevelConfig, description["fusion_level"]), specs, task)
         elif gate is not None:
             built = [build_static_model(cfg, specs, task) for _, cfg in experts]

@@ -9,7 +9,6 @@ model.safetensors/.json, metrics.json. With `supernet_dir` stage I lives there i
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,14 @@ from dynmm.train.export import export_model
 from dynmm.train.fit import fit_stage
 from dynmm.train.fusion_module import FusionLevelModule, Stage
 from dynmm.train.recipe import stage_train
-from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_dir, monitor_for
+from dynmm.train.run import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunResult,
+    _prepare_run_dir,
+    monitor_for,
+    shared_stage_dir,
+)
 
 SUPERNET_MONITOR = ("val/loss", "min")
 GATE_MONITOR = ("val/objective", "min")
@@ -52,21 +58,8 @@ def shared_supernet_dir(config: RunConfig) -> Path:
     """The shared stage I folder, claimed for this configuration or checked against the one it holds."""
     fl = config.fusion_level
     assert fl is not None and fl.supernet_dir is not None
-    folder = Path(fl.supernet_dir)
-    wanted = json.loads(json.dumps(supernet_description(config)))  # as it reads back from disk
-    record = folder / SUPERNET_FOR
-    if record.is_file():
-        held = json.loads(record.read_text())
-        if held != wanted:
-            changed = [key for key in wanted if held.get(key) != wanted[key]]
-            raise ConfigError(
-                f"fusion_level.supernet_dir {folder} holds a supernet trained with other settings "
-                f"({', '.join(changed)}); point this run elsewhere"
-            )
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(record, wanted)
-    return folder
+    description = supernet_description(config)
+    return shared_stage_dir(Path(fl.supernet_dir), description, SUPERNET_FOR, "fusion_level.supernet_dir", "supernet")
 
 
 def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResult:

@@ -74,6 +74,28 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], allowed: set[str], p
     return changed
 
 
+def shared_stage_dir(folder: Path, description: dict[str, Any], record: str, where: str, what: str) -> Path:
+    """A stage folder shared by several runs (a λ sweep trains the stage once), claimed for `description`
+    (everything that shapes the stage's weights) or checked against the one it holds in `folder/record`.
+
+    `where` (the config key, e.g. "fusion_level.supernet_dir") and `what` (e.g. "supernet") word the error.
+    """
+    wanted = json.loads(json.dumps(description))  # as it reads back from disk
+    path = folder / record
+    if path.is_file():
+        held = json.loads(path.read_text())
+        if held != wanted:
+            changed = [key for key in wanted if held.get(key) != wanted[key]]
+            raise ConfigError(
+                f"{where} {folder} holds a {what} trained with other settings ({', '.join(changed)}); "
+                "point this run elsewhere"
+            )
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, wanted)
+    return folder
+
+
 def monitor_for(train: TrainConfig, task: TaskSpec, default: tuple[str, str] | None = None) -> tuple[str, str]:
     """(metric, min|max) that picks the best checkpoint: the configured one, else `default`, else the task's."""
     name, mode = primary_metric(task)
@@ -90,8 +112,16 @@ def monitor_for(train: TrainConfig, task: TaskSpec, default: tuple[str, str] | N
 
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     """Train the configured model (or the DynMM recipe), keep the best checkpoint, export and evaluate it."""
-    if config.dynmm is not None and config.fusion_level is not None:
-        raise ConfigError("a run config has either a `dynmm` or a `fusion_level` section, not both")
+    methods = [name for name in ("dynmm", "fusion_level", "adamml") if getattr(config, name) is not None]
+    if len(methods) > 1:
+        raise ConfigError(
+            f"a run config has at most one of the sections `dynmm`, `fusion_level`, `adamml`; this one has "
+            f"{', '.join(f'`{m}`' for m in methods)}"
+        )
+    if config.adamml is not None:
+        from dynmm.train.adamml_recipe import run_adamml_recipe
+
+        return run_adamml_recipe(config, resume)
     if config.dynmm is not None:
         from dynmm.train.recipe import run_dynmm_recipe
 

@@ -1,0 +1,99 @@
+"""AdaMML as one command: warmup (policy off, every segment) -> joint (policy + nets, AdaMML's loss, Gumbel τ
+×factor per epoch) -> finetune (policy frozen, nets adapt), then evaluation with the run's own baselines,
+export, metrics.json and report.html.
+
+Layout: runs/<name>/{warmup,joint,finetune}/ (checkpoints, logs, weights + done.json per finished phase),
+model.safetensors/.json, metrics.json, report.html. Every phase resumes from its last checkpoint and a finished
+one is loaded, not retrained. With `warmup_dir` the warmup phase lives there instead, shared by several runs
+(a λ sweep); it records what it was trained for, and a run built differently refuses to use it. The warmup
+weights (warmup/weights.safetensors) are also the "late fusion" and unimodal baselines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from safetensors.torch import load_file
+
+from dynmm.config import RunConfig, dump_config
+from dynmm.cost import count_parameters
+from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.eval.adamml_eval import evaluate_adamml_run
+from dynmm.eval.adamml_report import write_adamml_report
+from dynmm.io import atomic_write_json, atomic_write_text
+from dynmm.relax import TemperatureSchedule
+from dynmm.train.adamml_module import PHASES, AdaMMLModule, build_adamml, check_adamml_config, resolve_lambdas
+from dynmm.train.export import export_model
+from dynmm.train.fit import STAGE_WEIGHTS, fit_stage
+from dynmm.train.recipe import stage_train
+from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_dir, shared_stage_dir
+
+MONITORS = {"warmup": ("val/loss", "min"), "joint": ("val/objective", "min"), "finetune": ("val/objective", "min")}
+WARMUP_FOR = "warmup_for.json"
+"""What a shared warmup phase was trained for: everything that shapes its weights (not λ or later phases)."""
+
+
+def warmup_description(config: RunConfig) -> dict[str, Any]:
+    ad = config.adamml
+    assert ad is not None
+    return {
+        "seed": config.seed,
+        "data": {"name": config.data.name, "batch_size": config.data.batch_size, "options": config.data.options},
+        "train": dataclasses.asdict(config.train) | {"progress_bar": None},
+        "adamml": {k: getattr(ad, k) for k in ("encoders", "policy", "warmup_train")},
+    }
+
+
+def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
+    ad = config.adamml
+    assert ad is not None
+    check_adamml_config(ad)
+    trains = {phase: stage_train(config, getattr(ad, f"{phase}_train"), f"adamml.{phase}_train") for phase in PHASES}
+    data = MultimodalDataModule(
+        config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
+    )
+    data.setup()
+    info = data.info
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_adamml(ad, info.modalities, info.task, config.seed)
+    lambdas = resolve_lambdas(ad, model)
+    run_dir = _prepare_run_dir(config, resume)
+    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+
+    stage_dirs = {phase: run_dir / phase for phase in PHASES}
+    if ad.warmup_dir is not None:
+        stage_dirs["warmup"] = shared_stage_dir(
+            Path(ad.warmup_dir), warmup_description(config), WARMUP_FOR, "adamml.warmup_dir", "warmup phase"
+        )
+    tau = TemperatureSchedule("multiplicative", ad.tau_start, factor=ad.tau_factor)
+    summaries: dict[str, Any] = {}
+    for phase in PHASES:
+        train = trains[phase]
+        module = AdaMMLModule(
+            model, info.task, phase, lambdas, ad.gamma, tau, train.lr, train.weight_decay, train.optimizer
+        )
+        summaries[phase] = fit_stage(stage_dirs[phase], module, model, data, train, MONITORS[phase], config.seed)
+    model.set_policy_mode("learned")
+    model.eval()
+
+    warmup_state = load_file(str(stage_dirs["warmup"] / STAGE_WEIGHTS))
+    batch_size = config.data.batch_size
+    metrics: dict[str, Any] = evaluate_adamml_run(model, warmup_state, data.splits, info.task, batch_size)
+    metrics.update(
+        madds_per_sample=metrics["test"]["madds_per_clip"],
+        full_madds_per_clip=model.full_madds(),
+        costs=model.costs,
+        lambdas=lambdas,
+        gamma=ad.gamma,
+        fallback=model.fallback,
+        params=count_parameters(model),
+        stages=summaries,
+    )
+    data_config = dataclasses.replace(config.data, options=dict(data.options))
+    export_model(run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics}, adamml=ad)
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    write_adamml_report(run_dir, metrics, model, data.splits["test"])
+    return RunResult(run_dir, metrics)
