@@ -91,15 +91,26 @@ def sweep(
         raise ConfigError(f"--lambdas takes comma-separated numbers ({err})") from err
     output = output or Path(f"benchmarks/results/{run_config.data.name}_pareto.json")
     summary = run_sweep(run_config, values, output, target_madds)
-    fusion = summary["method"] == "fusion_level"
+    method = summary["method"]
     table = Table(title=f"{run_config.name} · λ sweep · test {summary['metric']}")
-    last = "skippable-encoder MAdds/sample" if fusion else "cheapest expert share"
+    last = {
+        "fusion_level": "skippable-encoder MAdds/sample",
+        "adamml": "keep rates",
+        "modality_level": "cheapest expert share",
+    }[method]
     for column in ("model", "MAdds/sample", summary["metric"], last):
         table.add_column(column)
     for expert in summary.get("experts", []):
         table.add_row(expert["name"], f"{expert['madds']:,.0f}", f"{expert['metric']:.4f}", "-")
+    for baseline in summary.get("baselines", {}).values():
+        table.add_row(baseline["label"], f"{baseline['madds_per_clip']:,.0f}", f"{baseline['accuracy']:.4f}", "-")
     for point in summary["points"]:
-        share = f"{point['aux_madds_per_sample']:,.0f}" if fusion else f"{next(iter(point['routing'].values())):.2f}"
+        if method == "fusion_level":
+            share = f"{point['aux_madds_per_sample']:,.0f}"
+        elif method == "adamml":
+            share = ", ".join(f"{m} {rate:.2f}" for m, rate in point["keep_rate"].items())
+        else:
+            share = f"{next(iter(point['routing'].values())):.2f}"
         table.add_row(
             f"DynMM λ={point['lambda']:g}", f"{point['madds_per_sample']:,.0f}", f"{point['metric']:.4f}", share
         )

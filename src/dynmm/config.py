@@ -165,6 +165,9 @@ class AdaMMLConfig:
     nets adapt to the segments they keep, CE). `warmup_dir` shares the warmup phase between runs that differ
     only after it (a λ sweep): it is trained there once and loaded by the others; it records what it was
     trained for, and a run built differently refuses to use it.
+    `train_baselines`: also train late fusion on all segments and each modality alone on all segments, from
+    scratch for as many epochs as the three phases together (the fair comparison; next to the warmup folder,
+    shared by a sweep); off: those baselines are read off the warmup weights (cheaper, undertrained).
     """
 
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -179,6 +182,7 @@ class AdaMMLConfig:
     joint_train: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 20})
     finetune_train: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 10})
     warmup_dir: str | None = None
+    train_baselines: bool = True
 
 
 @dataclass

@@ -93,7 +93,7 @@ def test_baselines_costs_and_modes_restored():
     net, clips = model(), data()
     warm = {k: v.clone() for k, v in net.state_dict().items()}
     net.set_policy_mode("learned", keep_rate=0.3)
-    out = baselines(net, warm, clips, TASK, {"image": 0.5, "audio": 0.25}, seeds=(0, 1))
+    out = baselines(net, {"warmup": warm}, clips, TASK, {"image": 0.5, "audio": 0.25}, seeds=(0, 1))
     assert net.policy_mode == "learned" and net.keep_rate == {"audio": 0.3, "image": 0.3}
     full = net.full_madds()
     assert out["late_fusion"]["madds_per_clip"] == out["final_all"]["madds_per_clip"] == pytest.approx(full)

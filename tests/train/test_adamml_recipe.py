@@ -56,6 +56,10 @@ def test_phases_metrics_and_baselines(adamml):
     assert all(0.0 <= r <= 1.0 for r in test["keep_rate"].values())
     assert set(test["keep_rate_uninformative"]) == set(test["keep_rate_informative"]) == {"audio", "image"}
     assert 0 <= test["fallback_clips"] <= CLIPS
+    for name in ("late_fusion", "audio_alone", "image_alone"):  # trained on their own, as long as AdaMML
+        assert metrics["baselines"][name]["trained_alone"], name
+        assert (run / "baselines" / name / "done.json").is_file()
+    assert json.loads((run / "baselines" / "late_fusion" / "done.json").read_text())["epochs"] == 3
     per_segment = metrics["keep_analysis"]["keep_rate_per_segment"]
     assert all(len(rates) == SEGMENTS for rates in per_segment.values())
     for m, rates in per_segment.items():
@@ -194,3 +198,22 @@ def test_speed_benchmark_refuses_other_runs(tmp_path):
     static = load_config("configs/mosi/static.yaml", [f"--output_dir={tmp_path}", "--name=s", "--train.max_epochs=1"])
     with pytest.raises(ConfigError, match="not an AdaMML model"):
         adamml_speed(train_run(static).run_dir, [1], 1)
+
+
+def test_lambda_sweep_shares_warmup_and_baselines(tmp_path):
+    from typer.testing import CliRunner
+
+    from dynmm.cli import app
+
+    output = tmp_path / "pareto.json"
+    args = ["sweep", CONFIG, "--lambdas", "0,1", "--output", str(output), f"--output_dir={tmp_path}", "--name=ad"]
+    out = CliRunner().invoke(app, [*args, *TINY])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(output.read_text())
+    assert summary["method"] == "adamml" and [p["lambda"] for p in summary["points"]] == [0.0, 1.0]
+    root = tmp_path / "ad_sweep"
+    assert (root / "warmup" / "done.json").is_file() and (root / "baselines" / "late_fusion" / "done.json").is_file()
+    for point in ("lambda_0", "lambda_1"):
+        assert not (root / point / "warmup").exists() and not (root / point / "baselines").exists()
+    assert {"late_fusion", "audio_alone", "image_alone", "final_all"} == set(summary["baselines"])
+    assert all(0.0 <= p["madds_fraction"] for p in summary["points"])

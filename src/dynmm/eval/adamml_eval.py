@@ -31,14 +31,15 @@ from dynmm.specs import TaskSpec
 HEADLINE = ("accuracy", "macro_f1", "loss", "madds_per_clip", "madds_fraction", "gmadds_per_clip", "keep_rate")
 RANDOM_SEEDS = (0, 1, 2)
 BASELINES: dict[str, str] = {
-    "late_fusion": "late fusion, all segments: the model after the warmup phase (every net on every segment, "
-    "no policy)",
-    "alone": "{m} alone, all segments: the warmup model keeping only {m}, on every segment (its net's logits "
-    "averaged over the segments), no policy",
+    "late_fusion": "late fusion, all segments: every net on every segment, no policy; {source}",
+    "alone": "{m} alone, all segments: only {m}'s net, on every segment (its logits averaged over the segments), "
+    "no policy; {source}",
     "random": "random policy, same keep rate: the final model with the policy replaced by independent random "
     "keep decisions at AdaMML's measured per-modality test keep rates; mean and std over seeds {seeds}",
     "final_all": "final nets, all segments: the final model (nets after finetune) keeping every segment, no policy",
 }
+TRAINED = "trained from scratch on its own for as many epochs as AdaMML's three phases together"
+WARMUP = "read off AdaMML's warmup weights (trained only for the warmup phase's epochs)"
 
 
 @dataclass
@@ -146,26 +147,34 @@ def _point(model: AdaMML, data: MultimodalDataset, task: TaskSpec, batch_size: i
 
 def baselines(
     model: AdaMML,
-    warmup_state: Mapping[str, Tensor],
+    states: Mapping[str, Mapping[str, Tensor]],
     data: MultimodalDataset,
     task: TaskSpec,
     keep_rate: Mapping[str, float],
     batch_size: int = 64,
     seeds: Sequence[int] = RANDOM_SEEDS,
 ) -> dict[str, Any]:
-    """The baselines of `BASELINES` on `data`: `warmup_state` holds the model's weights after the warmup phase;
-    `keep_rate` is AdaMML's measured keep rate per modality (what the random policy matches)."""
-    warm = copy.deepcopy(model)
-    warm.load_state_dict(dict(warmup_state))
+    """The baselines of `BASELINES` on `data`. `states` holds the weights of "late_fusion" and "<m>_alone" when
+    they were trained on their own, and "warmup" (AdaMML's weights after its warmup phase) for the ones that
+    were not; `keep_rate` is AdaMML's measured keep rate per modality (what the random policy matches)."""
     out: dict[str, Any] = {}
-    with policy_mode(warm, "all"):
-        out["late_fusion"] = _point(warm, data, task, batch_size, "late fusion, all segments")
-    out["late_fusion"]["description"] = BASELINES["late_fusion"]
-    for m in model.modalities:
+    for m in (None, *model.modalities):
+        name = "late_fusion" if m is None else f"{m}_alone"
+        trained = name in states
+        net = copy.deepcopy(model)
+        net.load_state_dict(dict(states[name if trained else "warmup"]))
+        source = TRAINED if trained else WARMUP
+        if m is None:
+            with policy_mode(net, "all"):
+                out[name] = _point(net, data, task, batch_size, "late fusion, all segments")
+            out[name]["description"] = BASELINES["late_fusion"].format(source=source)
+            continue
         alone = {n: float(n == m) for n in model.modalities}
-        with policy_mode(warm, "random", alone, seed=0):
-            out[f"{m}_alone"] = _point(warm, data, task, batch_size, f"{m} alone, all segments")
-        out[f"{m}_alone"]["description"] = BASELINES["alone"].format(m=m)
+        with policy_mode(net, "random", alone, seed=0):
+            out[name] = _point(net, data, task, batch_size, f"{m} alone, all segments")
+        out[name]["description"] = BASELINES["alone"].format(m=m, source=source)
+        out[name]["trained_alone"] = trained
+    out["late_fusion"]["trained_alone"] = "late_fusion" in states
     runs = []
     for seed in seeds:
         with policy_mode(model, "random", keep_rate, seed=seed):
@@ -192,7 +201,7 @@ def baselines(
 
 def evaluate_adamml_run(
     model: AdaMML,
-    warmup_state: Mapping[str, Tensor],
+    states: Mapping[str, Mapping[str, Tensor]],
     splits: Mapping[str, MultimodalDataset],
     task: TaskSpec,
     batch_size: int = 64,
@@ -206,5 +215,5 @@ def evaluate_adamml_run(
         "valid": {k: valid[k] for k in (*HEADLINE, "fallback_clips")},
         "test": {k: v for k, v in test.items() if k not in analysis},
         "keep_analysis": {k: test[k] for k in analysis},
-        "baselines": baselines(model, warmup_state, splits["test"], task, test["keep_rate"], batch_size),
+        "baselines": baselines(model, states, splits["test"], task, test["keep_rate"], batch_size),
     }

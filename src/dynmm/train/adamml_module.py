@@ -20,9 +20,16 @@ from dynmm.specs import Batch, ModalitySpec, TaskSpec
 from dynmm.train.module import SupervisedModule
 from dynmm.train.task import task_loss
 
-Phase = Literal["warmup", "joint", "finetune"]
-PHASES: tuple[Phase, ...] = get_args(Phase)
-POLICY_OF_PHASE: dict[Phase, PolicyMode] = {"warmup": "all", "joint": "learned", "finetune": "fixed"}
+Phase = Literal["warmup", "joint", "finetune", "baseline"]
+PHASES: tuple[Phase, ...] = ("warmup", "joint", "finetune")
+"""The recipe's phases; "baseline" trains the nets (CE) under whatever static policy mode the model is set to
+(every segment, or one modality alone) for the trained baselines."""
+POLICY_OF_PHASE: dict[Phase, PolicyMode | None] = {
+    "warmup": "all",
+    "joint": "learned",
+    "finetune": "fixed",
+    "baseline": None,
+}
 
 
 def check_adamml_config(cfg: AdaMMLConfig) -> None:
@@ -78,14 +85,20 @@ class AdaMMLModule(SupervisedModule):
         weight_decay: float = 0.0,
         optimizer: str = "adamw",
     ) -> None:
-        if phase not in PHASES:
-            raise ConfigError(f"unknown AdaMML phase {phase!r}; choose from {list(PHASES)}")
+        if phase not in get_args(Phase):
+            raise ConfigError(f"unknown AdaMML phase {phase!r}; choose from {list(get_args(Phase))}")
         super().__init__(model, task, lr, weight_decay, optimizer)
         self.phase = phase
         self.lambdas = dict(lambdas)
         self.gamma = gamma
         self.tau = tau or TemperatureSchedule("multiplicative", 5.0, factor=0.965)
-        model.set_policy_mode(POLICY_OF_PHASE[phase])
+        policy_mode = POLICY_OF_PHASE[phase]
+        if policy_mode is not None:
+            model.set_policy_mode(policy_mode)
+        elif model.policy_runs:
+            raise ConfigError(
+                f"an AdaMML baseline trains without the policy, but the model's mode is {model.policy_mode!r}"
+            )
         model.policy.requires_grad_(phase == "joint")
 
     @property

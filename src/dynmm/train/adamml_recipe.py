@@ -12,14 +12,17 @@ weights (warmup/weights.safetensors) are also the "late fusion" and unimodal bas
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from safetensors.torch import load_file
+from torch import Tensor
 
-from dynmm.config import RunConfig, dump_config
+from dynmm.config import RunConfig, TrainConfig, dump_config
 from dynmm.cost import count_parameters
+from dynmm.data.base import DatasetInfo
 from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.eval.adamml_eval import evaluate_adamml_run
 from dynmm.eval.adamml_report import write_adamml_report
@@ -33,6 +36,7 @@ from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_d
 
 MONITORS = {"warmup": ("val/loss", "min"), "joint": ("val/objective", "min"), "finetune": ("val/objective", "min")}
 WARMUP_FOR = "warmup_for.json"
+BASELINES_FOR = "baselines_for.json"
 """What a shared warmup phase was trained for: everything that shapes its weights (not λ or later phases)."""
 
 
@@ -47,11 +51,47 @@ def warmup_description(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def train_baselines(
+    config: RunConfig,
+    info: DatasetInfo,
+    data: MultimodalDataModule,
+    trains: Mapping[str, TrainConfig],
+    folder: Path,
+) -> dict[str, dict[str, Tensor]]:
+    """Late fusion on all segments and each modality alone on all segments, each trained from scratch (CE, no
+    policy) for as many epochs as the three phases together with the warmup phase's settings: the fair
+    comparison for AdaMML. Each is a resumable stage in `folder`/<name>, shared by runs that agree on what
+    shapes it (a λ sweep trains them once)."""
+    ad = config.adamml
+    assert ad is not None
+    train = dataclasses.replace(trains["warmup"], max_epochs=sum(trains[p].max_epochs for p in PHASES))
+    description = warmup_description(config) | {"epochs": train.max_epochs}
+    folder = shared_stage_dir(folder, description, BASELINES_FOR, "adamml.train_baselines", "baselines")
+    states = {}
+    for m in (None, *sorted(info.modalities)):
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+        model = build_adamml(ad, info.modalities, info.task, config.seed)
+        if m is None:
+            name = "late_fusion"
+            model.set_policy_mode("all")
+        else:
+            name = f"{m}_alone"
+            model.set_policy_mode("random", {n: float(n == m) for n in info.modalities})
+        module = AdaMMLModule(
+            model, info.task, "baseline", {}, ad.gamma, None, train.lr, train.weight_decay, train.optimizer
+        )
+        fit_stage(folder / name, module, model, data, train, MONITORS["warmup"], config.seed)
+        states[name] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return states
+
+
 def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     ad = config.adamml
     assert ad is not None
     check_adamml_config(ad)
-    trains = {phase: stage_train(config, getattr(ad, f"{phase}_train"), f"adamml.{phase}_train") for phase in PHASES}
+    trains: dict[str, TrainConfig] = {
+        phase: stage_train(config, getattr(ad, f"{phase}_train"), f"adamml.{phase}_train") for phase in PHASES
+    }
     data = MultimodalDataModule(
         config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
     )
@@ -79,9 +119,12 @@ def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     model.set_policy_mode("learned")
     model.eval()
 
-    warmup_state = load_file(str(stage_dirs["warmup"] / STAGE_WEIGHTS))
+    states = {"warmup": load_file(str(stage_dirs["warmup"] / STAGE_WEIGHTS))}
+    if ad.train_baselines:
+        folder = Path(ad.warmup_dir).parent if ad.warmup_dir is not None else run_dir
+        states |= train_baselines(config, info, data, trains, folder / "baselines")
     batch_size = config.data.batch_size
-    metrics: dict[str, Any] = evaluate_adamml_run(model, warmup_state, data.splits, info.task, batch_size)
+    metrics: dict[str, Any] = evaluate_adamml_run(model, states, data.splits, info.task, batch_size)
     metrics.update(
         madds_per_sample=metrics["test"]["madds_per_clip"],
         full_madds_per_clip=model.full_madds(),

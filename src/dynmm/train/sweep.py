@@ -2,7 +2,8 @@
 
 Modality-level: runs/<name>_sweep/experts/<expert>/ (stage I, shared by every point) and
 runs/<name>_sweep/lambda_<λ>/ (stages II-III and evaluation of one point). Fusion-level: the supernet
-(runs/<name>_sweep/supernet/) is shared the same way and each point trains its own gate. A restarted sweep reuses
+(runs/<name>_sweep/supernet/) is shared the same way and each point trains its own gate; AdaMML shares its
+warmup phase and its trained baselines (runs/<name>_sweep/{warmup,baselines}/). A restarted sweep reuses
 finished points and resumes the others. The summary (benchmarks/results/<data>_pareto.json by default) holds the
 points and each point's β curve; modality-level also the oracle frontier, the experts alone and, with a MAdds
 budget, the best way found to meet it.
@@ -31,6 +32,9 @@ def point_name(resource_weight: float) -> str:
 def point_config(config: RunConfig, root: Path, resource_weight: float) -> RunConfig:
     """The run of one λ, pointed at the sweep's shared stage I (experts or supernet)."""
     point = dataclasses.replace(config, name=point_name(resource_weight), output_dir=str(root))
+    if config.adamml is not None:
+        adamml = dataclasses.replace(config.adamml, resource_weight=resource_weight, warmup_dir=str(root / "warmup"))
+        return dataclasses.replace(point, adamml=adamml)
     if config.fusion_level is not None:
         shared = str(root / "supernet")
         fusion = dataclasses.replace(config.fusion_level, resource_weight=resource_weight, supernet_dir=shared)
@@ -64,10 +68,13 @@ def run_sweep(
     config: RunConfig, lambdas: Sequence[float], output: Path, target_madds: float | None = None
 ) -> dict[str, Any]:
     """Train (or reuse) one DynMM run per λ and write the accuracy–MAdds summary."""
-    if config.dynmm is None and config.fusion_level is None:
+    if config.dynmm is None and config.fusion_level is None and config.adamml is None:
         raise ConfigError(
-            "dynmm sweep needs a config with a `dynmm` or `fusion_level` section (e.g. configs/mosi/dynmm.yaml)"
+            "dynmm sweep needs a config with a `dynmm`, `fusion_level` or `adamml` section (e.g. "
+            "configs/mosi/dynmm.yaml)"
         )
+    if config.adamml is not None and config.adamml.lambdas is not None:
+        raise ConfigError("dynmm sweep scales λ through adamml.resource_weight; remove adamml.lambdas")
     if config.fusion_level is not None and config.fusion_level.static_op is not None:
         raise ConfigError("dynmm sweep: a static baseline (fusion_level.static_op) has no λ to sweep")
     if not lambdas or any(value < 0 for value in lambdas):
@@ -77,7 +84,9 @@ def run_sweep(
         run_or_reuse(point_config(config, root, value))
         for value in tqdm(sorted(set(lambdas)), desc="λ sweep", unit="point")
     ]
-    if config.fusion_level is not None:
+    if config.adamml is not None:
+        summary = adamml_summary(config, sorted(set(lambdas)), results)
+    elif config.fusion_level is not None:
         summary = fusion_level_summary(config, root, sorted(set(lambdas)), results)
     else:
         summary = modality_level_summary(config, sorted(set(lambdas)), results, target_madds)
@@ -110,6 +119,40 @@ def fusion_level_summary(
         "metric": "miou",
         "supernet": str(root / "supernet"),
         "aux_madds_full": results[-1].metrics["test"]["aux_madds_full"],
+        "points": points,
+    }
+
+
+def adamml_summary(config: RunConfig, lambdas: Sequence[float], results: Sequence[RunResult]) -> dict[str, Any]:
+    """Accuracy, MAdds per clip and keep rates of each λ point (λ_k = λ × modality k's share of the costliest
+    net), with the baselines (shared by every point) and each point's random policy at its own keep rates."""
+    points = []
+    for value, result in zip(lambdas, results, strict=True):
+        m = result.metrics
+        test = m["test"]
+        points.append(
+            {
+                "lambda": value,
+                "run": str(result.run_dir),
+                "metric": test["accuracy"],
+                "madds_per_sample": test["madds_per_clip"],
+                "madds_fraction": test["madds_fraction"],
+                "keep_rate": test["keep_rate"],
+                "keep_rate_uninformative": test["keep_rate_uninformative"],
+                "keep_rate_informative": test["keep_rate_informative"],
+                "random_policy": m["baselines"]["random_policy"],
+                "test": test,
+            }
+        )
+    last = results[-1].metrics
+    return {
+        "method": "adamml",
+        "config": config.name,
+        "dataset": config.data.name,
+        "metric": "accuracy",
+        "full_madds_per_clip": last["full_madds_per_clip"],
+        "costs": last["costs"],
+        "baselines": {k: v for k, v in last["baselines"].items() if k != "random_policy"},
         "points": points,
     }
 
