@@ -65,6 +65,15 @@ def test_full_report_draws_and_references_every_figure(tmp_path: Path) -> None:
     assert not list((tmp_path / "rep").glob(".*.tmp"))
 
 
+def test_method_and_units_name_the_tables(tmp_path: Path) -> None:
+    data = {**full_data(), "method": "AdaMML", "unit": "clip"}
+    data["routing"] = {**data["routing"], "unit": "segment"}
+    page = write_report(tmp_path, data).read_text(encoding="utf-8")
+    assert "MAdds / clip" in page and "<td>AdaMML</td>" in page and "<th>segments</th>" in page
+    default = write_report(tmp_path / "d", full_data()).read_text(encoding="utf-8")
+    assert "MAdds / sample" in default and "<td>DynMM</td>" in default and "<th>samples</th>" in default
+
+
 def test_title_and_metric_only_gives_html_without_figures(tmp_path: Path) -> None:
     out = write_report(tmp_path, {"title": "empty run", "metric": "accuracy"})
     page = out.read_text(encoding="utf-8")

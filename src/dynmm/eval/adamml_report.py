@@ -81,6 +81,8 @@ def report_data(title: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "title": f"AdaMML · {title}",
         "metric": "accuracy",
+        "method": "AdaMML",
+        "unit": "clip",
         "summary": summary(metrics),
         "pareto": {
             "experts": [
@@ -90,6 +92,7 @@ def report_data(title: str, metrics: dict[str, Any]) -> dict[str, Any]:
             "dynmm": [{"label": "AdaMML", "madds": test["madds_per_clip"], "metric": test["accuracy"]}],
         },
         "routing": {
+            "unit": "segment",
             "experts": ["kept", "skipped"],
             "counts": [kept, total - kept],
             "per_class": keep_groups(analysis["keep_by_flag"], list(test["keep_rate"])),

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from dynmm.errors import DataError
 from dynmm.io import atomic_write
 
-_TOP_KEYS = {"title", "metric", "summary", "pareto", "routing", "speed", "robustness", "examples"}
+_TOP_KEYS = {"title", "metric", "method", "unit", "summary", "pareto", "routing", "speed", "robustness", "examples"}
 _PARETO_KEYS = {"experts", "baselines", "dynmm", "beta_curve", "oracle", "budget"}
 _FIGURE_NAMES = ("pareto.png", "routing.png", "speed.png", "examples.png")
 
@@ -110,6 +110,7 @@ class _Routing:
     experts: list[str]
     counts: list[int]
     per_class: dict[str, list[int]]
+    unit: str | None = None
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _pareto(value: Any) -> _Pareto:
 
 
 def _routing(value: Any) -> _Routing:
-    r = _mapping(value, "routing", {"experts", "counts", "per_class"}, ["experts", "counts"])
+    r = _mapping(value, "routing", {"experts", "counts", "per_class", "unit"}, ["experts", "counts"])
     experts = [_str(e, f"routing.experts[{i}]") for i, e in enumerate(_list(r["experts"], "routing.experts"))]
     if not experts:
         raise _fail("routing.experts", "a non-empty list", r["experts"])
@@ -161,7 +162,8 @@ def _routing(value: Any) -> _Routing:
         if isinstance(c, bool) or not isinstance(c, str | int):
             raise _fail(f"routing.per_class[{c!r}]", "keyed by a class label (string or integer)", c)
         per_class[str(c)] = counts(v, f"routing.per_class[{c!r}]")
-    return _Routing(experts, counts(r["counts"], "routing.counts"), per_class)
+    unit = _str(r["unit"], "routing.unit") if "unit" in r else None
+    return _Routing(experts, counts(r["counts"], "routing.counts"), per_class, unit)
 
 
 def _speed(value: Any) -> list[_Speed]:
@@ -297,7 +299,7 @@ def _thin(points: list[tuple[str, float, float]], keep: int) -> list[tuple[str, 
     return [points[round(i * step)] for i in range(keep)]
 
 
-def _draw_pareto(p: _Pareto, metric: str, path: Path) -> str:
+def _draw_pareto(p: _Pareto, metric: str, path: Path, method: str = "DynMM", unit: str = "sample") -> str:
     fig = _figure()
     ax = fig.add_subplot()
     markers = "osD^vP*Xh"
@@ -308,7 +310,7 @@ def _draw_pareto(p: _Pareto, metric: str, path: Path) -> str:
         ax.scatter([x], [y], marker="o", s=30, color="grey", zorder=2, label="static fusion" if j == 0 else None)
         _label(ax, name, x, y, color="dimgrey")
     for j, (name, x, y) in enumerate(p.dynmm):
-        ax.scatter([x], [y], marker="*", s=120, color="crimson", zorder=4, label="DynMM" if j == 0 else None)
+        ax.scatter([x], [y], marker="*", s=120, color="crimson", zorder=4, label=method if j == 0 else None)
         _label(ax, name, x, y, color="crimson")
     for points, style, label in ((p.beta_curve, "-o", "β sweep (one model)"), (p.oracle, "--", "oracle routing")):
         if points:
@@ -322,24 +324,25 @@ def _draw_pareto(p: _Pareto, metric: str, path: Path) -> str:
     xs += [p.budget] if p.budget is not None else []
     if min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
-    ax.set(xlabel="mean MAdds per sample", ylabel=metric, title=f"{metric} vs compute")
+    ax.set(xlabel=f"mean MAdds per {unit}", ylabel=metric, title=f"{metric} vs compute")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
 
-    groups = [("expert", p.experts), ("static fusion", p.baselines), ("DynMM", p.dynmm)]
+    groups = [("expert", p.experts), ("static fusion", p.baselines), (method, p.dynmm)]
     groups += [("β sweep", _thin(p.beta_curve, TABLE_CURVE_ROWS)), ("oracle", _thin(p.oracle, TABLE_CURVE_ROWS))]
     rows = [(group, name, _madds(x), y) for group, points in groups for name, x, y in points]
     budget = f"<p>MAdds budget: {_esc(_madds(p.budget))}</p>\n" if p.budget is not None else ""
-    return _table(["kind", "name", "MAdds / sample", metric], rows) + budget
+    return _table(["kind", "name", f"MAdds / {unit}", metric], rows) + budget
 
 
-def _draw_routing(r: _Routing, path: Path) -> str:
+def _draw_routing(r: _Routing, path: Path, unit: str = "sample") -> str:
+    unit = r.unit or unit
     fig = _figure(11.0 if r.per_class else 6.0, 4.0)
     axes = fig.subplots(1, 2 if r.per_class else 1, squeeze=False)[0]
     total = sum(r.counts)
     axes[0].bar(r.experts, r.counts, color=[f"C{i}" for i in range(len(r.experts))])
-    axes[0].set(ylabel="samples", title=f"routing ({total} samples)")
+    axes[0].set(ylabel=f"{unit}s", title=f"routing ({total} {unit}s)")
     if r.per_class:
         classes = list(r.per_class)
         bottom = [0] * len(classes)
@@ -347,14 +350,14 @@ def _draw_routing(r: _Routing, path: Path) -> str:
             heights = [r.per_class[c][i] for c in classes]
             axes[1].bar(classes, heights, bottom=bottom, color=f"C{i}", label=expert)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-        axes[1].set(xlabel="class", ylabel="samples", title="routing per class")
+        axes[1].set(xlabel="group", ylabel=f"{unit}s", title="routing per group")
         axes[1].legend(fontsize=8)
     _save(fig, path)
 
     share = [f"{100 * c / total:.1f}%" if total else "–" for c in r.counts]
-    out = _table(["expert", "samples", "share"], zip(r.experts, r.counts, share, strict=True))
+    out = _table(["choice", f"{unit}s", "share"], zip(r.experts, r.counts, share, strict=True))
     if r.per_class:
-        out += _table(["class", *r.experts], ([c, *v] for c, v in r.per_class.items()))
+        out += _table(["group", *r.experts], ([c, *v] for c, v in r.per_class.items()))
     return out
 
 
@@ -418,6 +421,8 @@ def write_report(directory: Path, data: dict[str, Any]) -> Path:
     data = dict(_mapping(data, "data", _TOP_KEYS))
     title = _str(data.get("title", "Dynamic multimodal fusion report"), "title")
     metric = _str(data.get("metric", "metric"), "metric")
+    method = _str(data.get("method", "DynMM"), "method")
+    unit = _str(data.get("unit", "sample"), "unit")
     summary = data.get("summary", {})
     if not isinstance(summary, Mapping):
         raise _fail("summary", "a mapping of name -> string or number", summary)
@@ -437,11 +442,11 @@ def write_report(directory: Path, data: dict[str, Any]) -> Path:
     if summary:
         sections.append(_section("Summary", _table(["", "value"], summary.items())))
     if pareto and any((pareto.experts, pareto.baselines, pareto.dynmm, pareto.beta_curve, pareto.oracle)):
-        body = _draw_pareto(pareto, metric, figures / "pareto.png")
+        body = _draw_pareto(pareto, metric, figures / "pareto.png", method, unit)
         sections.append(_section(f"{metric} vs MAdds", body, "pareto.png"))
         written.add("pareto.png")
     if routing:
-        sections.append(_section("Routing", _draw_routing(routing, figures / "routing.png"), "routing.png"))
+        sections.append(_section("Routing", _draw_routing(routing, figures / "routing.png", unit), "routing.png"))
         written.add("routing.png")
     if speed:
         sections.append(
