@@ -196,7 +196,7 @@ def test_speed_benchmark_refuses_other_runs(tmp_path):
     from dynmm.bench.adamml_speed import adamml_speed
 
     static = load_config("configs/mosi/static.yaml", [f"--output_dir={tmp_path}", "--name=s", "--train.max_epochs=1"])
-    with pytest.raises(ConfigError, match="not an AdaMML model"):
+    with pytest.raises(ConfigError, match="needs an AdaMML run"):
         adamml_speed(train_run(static).run_dir, [1], 1)
 
 

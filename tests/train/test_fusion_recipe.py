@@ -101,7 +101,7 @@ def test_speed_benchmark_refuses_other_runs(tmp_path):
     from dynmm.bench.fusion_speed import fusion_level_speed
 
     static = load_config("configs/mosi/static.yaml", [f"--output_dir={tmp_path}", "--name=s", "--train.max_epochs=1"])
-    with pytest.raises(ConfigError, match="not a fusion-level DynMM"):
+    with pytest.raises(ConfigError, match="needs a fusion-level DynMM run"):
         fusion_level_speed(train_run(static).run_dir, [1], 1)
 
 

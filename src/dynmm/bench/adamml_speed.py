@@ -18,14 +18,12 @@ from typing import Any
 
 import torch
 
-from dynmm.bench.speed import environment, median_seconds, peak_memory_bytes, tile_rows
+from dynmm.bench.speed import environment, load_trained, median_seconds, peak_memory_bytes, tile_rows
 from dynmm.cost import count_madds
-from dynmm.data.registry import load_dataset
 from dynmm.errors import ConfigError
 from dynmm.models.adamml import AdaMML, PolicyMode
 from dynmm.routing import Mode
 from dynmm.specs import Inputs
-from dynmm.train.export import load_exported
 
 SETTINGS: dict[str, tuple[PolicyMode, Mode]] = {
     "late_fusion_all": ("all", "dispatch"),
@@ -56,14 +54,9 @@ def adamml_speed(
     run_dir: str | Path, batch_sizes: Sequence[int], repeats: int, keep_rates: Sequence[float] = ()
 ) -> dict[str, Any]:
     """Late fusion vs masked vs dispatch per batch size; then dispatch with random keep rates."""
-    exported = load_exported(run_dir)
-    model = exported.model
-    if not isinstance(model, AdaMML):
-        raise ConfigError(f"{run_dir} holds a {exported.model_type} model, not an AdaMML model")
     if not batch_sizes or min(batch_sizes) < 1:
         raise ConfigError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
-    inputs = load_dataset(exported.data_config.name, **exported.data_config.options)["test"].inputs
-    model.eval()
+    model, inputs = load_trained(run_dir, AdaMML, "an AdaMML")
     rows = []
     for batch in batch_sizes:
         x = tile_rows(inputs, batch)

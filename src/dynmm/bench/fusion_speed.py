@@ -9,24 +9,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dynmm.bench.speed import environment, median_seconds, peak_memory_bytes, tile_rows
+from dynmm.bench.speed import environment, load_trained, median_seconds, peak_memory_bytes, tile_rows
 from dynmm.cost import count_madds
-from dynmm.data.registry import load_dataset
-from dynmm.errors import ConfigError
 from dynmm.models.fusion_level import FusionLevelDynMM
 from dynmm.routing import Mode
-from dynmm.train.export import load_exported
 
 TIMED: tuple[Mode, ...] = ("masked", "dispatch")
 
 
 def fusion_level_speed(run_dir: str | Path, batch_sizes: Sequence[int], repeats: int) -> dict[str, Any]:
-    exported = load_exported(run_dir)
-    model = exported.model
-    if not isinstance(model, FusionLevelDynMM):
-        raise ConfigError(f"{run_dir} holds a {exported.model_type} model, not a fusion-level DynMM")
-    inputs = load_dataset(exported.data_config.name, **exported.data_config.options)["test"].inputs
-    model.eval()
+    model, inputs = load_trained(run_dir, FusionLevelDynMM, "a fusion-level DynMM")
     rows = []
     for batch in batch_sizes:
         x = tile_rows(inputs, batch)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -283,20 +283,30 @@ def avdigits_dynmm(scale: str, rows: int = 256) -> tuple[ModalityLevelDynMM, Inp
     return ModalityLevelDynMM([cheap, full], gate, inputs), inputs
 
 
-def load_run(run_dir: str | Path) -> tuple[ModalityLevelDynMM, Inputs]:
-    """A run's exported DynMM and its data set's test inputs (the rows its gate is meant to route)."""
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def load_trained(run_dir: str | Path, kind: type[M], what: str) -> tuple[M, Inputs]:
+    """A run's exported model, which must be a `kind` (`what` names it in the error), in eval mode, and its data
+    set's test inputs (the rows it is meant to route)."""
     from dynmm.data.registry import load_dataset
     from dynmm.train.export import load_exported
 
     exported = load_exported(run_dir)
-    if not isinstance(exported.model, ModalityLevelDynMM):
+    if not isinstance(exported.model, kind):
         raise ConfigError(
-            f"{run_dir}: the speed benchmark needs a modality-level DynMM run, but this run exported a "
-            f"{type(exported.model).__name__} (a static model has no routing to time)"
+            f"{run_dir}: this speed benchmark needs {what} run, but the run exported a "
+            f"{type(exported.model).__name__} ({exported.model_type})"
         )
-    _check_hard_gate(exported.model)
     inputs = load_dataset(exported.data_config.name, **exported.data_config.options)["test"].inputs
-    return exported.model, inputs
+    return exported.model.eval(), inputs
+
+
+def load_run(run_dir: str | Path) -> tuple[ModalityLevelDynMM, Inputs]:
+    """A run's exported modality-level DynMM (hard gate) and its test inputs."""
+    model, inputs = load_trained(run_dir, ModalityLevelDynMM, "a modality-level DynMM")
+    _check_hard_gate(model)
+    return model, inputs
 
 
 def _model_entry(model: ModalityLevelDynMM, source: str, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ Everything is a deterministic function of (seed, options), with one random strea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -41,7 +41,7 @@ from torch import Tensor
 from dynmm.data.audio import log_mel_spectrogram, num_frames
 from dynmm.data.avdigits import FSDD_FILE, FSDD_TEST_MAX_INDEX, MNIST_FILE, N_FFT, SAMPLE_RATE, TASK
 from dynmm.data.base import DatasetInfo, MultimodalDataset
-from dynmm.data.options import check_option_types
+from dynmm.data.options import build_options, check_option_types
 from dynmm.data.paths import data_file
 from dynmm.errors import ConfigError, DataError
 from dynmm.specs import ModalitySpec
@@ -132,11 +132,7 @@ class AVClipsOptions:
 
 def avclips_options(**options: object) -> AVClipsOptions:
     """Options with defaults filled in; unknown names are a ConfigError that lists the accepted ones."""
-    accepted = [f.name for f in fields(AVClipsOptions)]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"unknown avclips option(s) {unknown}; accepted: {['seed', *accepted]}")
-    return AVClipsOptions(**options)  # type: ignore[arg-type]
+    return build_options(AVClipsOptions, "avclips", options)
 
 
 @lru_cache(maxsize=1)

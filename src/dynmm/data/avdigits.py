@@ -8,7 +8,7 @@ Everything is a deterministic function of (seed, options).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from dynmm.data.audio import fix_length, log_mel_spectrogram, num_frames
 from dynmm.data.base import DatasetInfo, MultimodalDataset
-from dynmm.data.options import check_option_types
+from dynmm.data.options import build_options, check_option_types
 from dynmm.data.paths import data_file
 from dynmm.errors import ConfigError, DataError
 from dynmm.specs import ModalitySpec, TaskSpec
@@ -76,11 +76,7 @@ class AVDigitsOptions:
 
 def avdigits_options(**options: object) -> AVDigitsOptions:
     """Options with defaults filled in; unknown names are a ConfigError that lists the accepted ones."""
-    accepted = [f.name for f in fields(AVDigitsOptions)]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"unknown avdigits option(s) {unknown}; accepted: {['seed', *accepted]}")
-    return AVDigitsOptions(**options)  # type: ignore[arg-type]
+    return build_options(AVDigitsOptions, "avdigits", options)
 
 
 def pair_recordings(

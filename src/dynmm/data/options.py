@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 from dynmm.errors import ConfigError
 
@@ -22,3 +23,16 @@ def check_option_types(options: Any, dataset: str) -> None:
             raise ConfigError(f"{dataset} option {f.name} must be {f.type}, got {value!r}")
         if f.type == "float":
             object.__setattr__(options, f.name, float(value))
+
+
+Options = TypeVar("Options")
+
+
+def build_options(cls: type[Options], dataset: str, options: Mapping[str, object]) -> Options:
+    """`cls(**options)` with defaults filled in; unknown names are a ConfigError that lists the accepted ones
+    (`seed` is accepted too: it is the loaders' own argument)."""
+    accepted = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"unknown {dataset} option(s) {unknown}; accepted: {['seed', *accepted]}")
+    return cls(**options)

@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dynmm.data.base import DatasetInfo, MultimodalDataset
-from dynmm.data.options import check_option_types
+from dynmm.data.options import build_options, check_option_types
 from dynmm.errors import ConfigError
 from dynmm.specs import SEGMENTATION_IGNORE, ModalitySpec, TaskSpec
 
@@ -164,11 +164,7 @@ class RGBDSynthOptions:
 
 def rgbd_synth_options(**options: object) -> RGBDSynthOptions:
     """Options with defaults filled in; unknown names are a ConfigError that lists the accepted ones."""
-    accepted = [f.name for f in fields(RGBDSynthOptions)]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"unknown rgbd_synth option(s) {unknown}; accepted: {['seed', *accepted]}")
-    return RGBDSynthOptions(**options)  # type: ignore[arg-type]
+    return build_options(RGBDSynthOptions, "rgbd_synth", options)
 
 
 def _focal(width: int) -> float:

@@ -32,7 +32,14 @@ from dynmm.train.adamml_module import PHASES, AdaMMLModule, build_adamml, check_
 from dynmm.train.export import export_model
 from dynmm.train.fit import STAGE_WEIGHTS, fit_stage
 from dynmm.train.recipe import stage_train
-from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_dir, shared_stage_dir
+from dynmm.train.run import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunResult,
+    _prepare_run_dir,
+    shared_stage_dir,
+    stage_description,
+)
 
 MONITORS = {"warmup": ("val/loss", "min"), "joint": ("val/objective", "min"), "finetune": ("val/objective", "min")}
 WARMUP_FOR = "warmup_for.json"
@@ -41,14 +48,7 @@ BASELINES_FOR = "baselines_for.json"
 
 
 def warmup_description(config: RunConfig) -> dict[str, Any]:
-    ad = config.adamml
-    assert ad is not None
-    return {
-        "seed": config.seed,
-        "data": {"name": config.data.name, "batch_size": config.data.batch_size, "options": config.data.options},
-        "train": dataclasses.asdict(config.train) | {"progress_bar": None},
-        "adamml": {k: getattr(ad, k) for k in ("encoders", "policy", "warmup_train")},
-    }
+    return stage_description(config, "adamml", ("encoders", "policy", "warmup_train"))
 
 
 def train_baselines(

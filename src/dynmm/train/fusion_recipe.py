@@ -33,6 +33,7 @@ from dynmm.train.run import (
     _prepare_run_dir,
     monitor_for,
     shared_stage_dir,
+    stage_description,
 )
 
 SUPERNET_MONITOR = ("val/loss", "min")
@@ -42,16 +43,8 @@ SUPERNET_FOR = "supernet_for.json"
 
 
 def supernet_description(config: RunConfig) -> dict[str, Any]:
-    fl = config.fusion_level
-    assert fl is not None
-    return {
-        "seed": config.seed,
-        "data": {"name": config.data.name, "batch_size": config.data.batch_size, "options": config.data.options},
-        "train": dataclasses.asdict(config.train) | {"progress_bar": None},
-        "fusion_level": {
-            k: getattr(fl, k) for k in ("layout", "ops", "decoder_width", "gate_width", "primary", "supernet_train")
-        },
-    }
+    keys = ("layout", "ops", "decoder_width", "gate_width", "primary", "supernet_train")
+    return stage_description(config, "fusion_level", keys)
 
 
 def shared_supernet_dir(config: RunConfig) -> Path:

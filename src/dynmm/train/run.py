@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,18 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], allowed: set[str], p
         elif a != b and path not in allowed:
             changed.append(path)
     return changed
+
+
+def stage_description(config: RunConfig, section: str, keys: Sequence[str]) -> dict[str, Any]:
+    """Everything that shapes a shared stage's weights: seed, data, `train` and the named fields of the method's
+    config section (e.g. "fusion_level": layout, ops, ...); what `shared_stage_dir` records and checks."""
+    part = getattr(config, section)
+    return {
+        "seed": config.seed,
+        "data": {"name": config.data.name, "batch_size": config.data.batch_size, "options": config.data.options},
+        "train": dataclasses.asdict(config.train) | {"progress_bar": None},
+        section: {k: getattr(part, k) for k in keys},
+    }
 
 
 def shared_stage_dir(folder: Path, description: dict[str, Any], record: str, where: str, what: str) -> Path:
