@@ -132,9 +132,9 @@ def report(
     from dynmm.eval.dynmm_report import write_run_report
 
     if is_adamml_run(run_dir):
-        if sweep is not None or baselines is not None:
-            raise ConfigError("--sweep and --baselines are not supported for AdaMML runs (their report has its own)")
-        path = rebuild_adamml_report(run_dir)
+        if baselines is not None:
+            raise ConfigError("--baselines is not supported for AdaMML runs (their report has its own baselines)")
+        path = rebuild_adamml_report(run_dir, sweep)
     else:
         path = write_run_report(run_dir, sweep, baselines)
     console.print(f"report written to [bold]{path}[/bold]")

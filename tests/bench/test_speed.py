@@ -153,7 +153,9 @@ def test_a_soft_gate_has_nothing_to_dispatch():
 def test_run_must_hold_a_modality_level_dynmm(monkeypatch, tmp_path):
     import dynmm.train.export as export
 
-    monkeypatch.setattr(export, "load_exported", lambda run_dir: SimpleNamespace(model=nn.Linear(2, 2), model_type="static"))
+    monkeypatch.setattr(
+        export, "load_exported", lambda run_dir: SimpleNamespace(model=nn.Linear(2, 2), model_type="static")
+    )
     result = CliRunner().invoke(app, ["bench", "speed", "--run", str(tmp_path), "--output", str(tmp_path / "s.json")])
     assert isinstance(result.exception, ConfigError) and "Linear" in str(result.exception)
 

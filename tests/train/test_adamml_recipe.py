@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dynmm.config import load_config
-from dynmm.errors import ConfigError
+from dynmm.errors import ConfigError, DataError
 from dynmm.models.adamml import AdaMML
 from dynmm.train.evaluate_run import evaluate_exported
 from dynmm.train.export import load_exported
@@ -128,7 +128,16 @@ def test_report_command_rebuilds_an_adamml_report(adamml):
     assert "AdaMML" in page and "Example test clips" in page and "random policy, same keep rate" in page
     assert "Predicted vs realized speedup" in page and (result.run_dir / "figures" / "speed.png").is_file()
     (result.run_dir / "speed.json").unlink()
-    out = CliRunner().invoke(app, ["report", str(result.run_dir), "--sweep", "x.json"])
+    sweep = result.run_dir.parent / "sweep.json"
+    point = {"lambda": 1.0, "run": "elsewhere/lambda_1", "madds_per_sample": 1e6, "metric": 0.5}
+    sweep.write_text(json.dumps({"method": "adamml", "points": [point]}))
+    out = CliRunner().invoke(app, ["report", str(result.run_dir), "--sweep", str(sweep)])
+    assert out.exit_code == 0, out.output
+    assert "λ=1" in (result.run_dir / "report.html").read_text()  # the other λ point is on the Pareto table
+    sweep.write_text(json.dumps({"method": "fusion_level", "points": []}))
+    out = CliRunner().invoke(app, ["report", str(result.run_dir), "--sweep", str(sweep)])
+    assert isinstance(out.exception, DataError) and "not an AdaMML λ sweep" in str(out.exception)
+    out = CliRunner().invoke(app, ["report", str(result.run_dir), "--baselines", str(sweep)])
     assert isinstance(out.exception, ConfigError)
 
 

@@ -135,9 +135,13 @@ def speed_rows(run_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def write_adamml_report(run_dir: Path, metrics: dict[str, Any], model: AdaMML, test: MultimodalDataset) -> Path:
-    """report.html from metrics.json's numbers, example test clips and, when measured, RUN/speed.json."""
+def write_adamml_report(
+    run_dir: Path, metrics: dict[str, Any], model: AdaMML, test: MultimodalDataset, sweep: Path | None = None
+) -> Path:
+    """report.html from metrics.json's numbers, example test clips, when measured RUN/speed.json, and the other
+    points of a λ sweep (`dynmm sweep`'s JSON) on the Pareto plot."""
     data = report_data(run_dir.name, metrics)
+    data["pareto"]["dynmm"] += sweep_points(run_dir, sweep) if sweep is not None else []
     speed = speed_rows(run_dir)
     if speed:
         data["speed"] = speed
@@ -153,8 +157,20 @@ def is_adamml_run(run_dir: Path) -> bool:
     return description.is_file() and json.loads(description.read_text()).get("model_type") == "adamml"
 
 
-def rebuild_adamml_report(run_dir: Path) -> Path:
-    """`dynmm report RUN` for an AdaMML run."""
+def sweep_points(run_dir: Path, sweep: Path) -> list[dict[str, Any]]:
+    """The AdaMML points of a λ-sweep summary other than this run, as Pareto points labelled by λ."""
+    summary = json.loads(sweep.read_text())
+    if summary.get("method") != "adamml":
+        raise DataError(f"{sweep} is not an AdaMML λ sweep (method {summary.get('method')!r})")
+    return [
+        {"label": f"λ={p['lambda']:g}", "madds": p["madds_per_sample"], "metric": p["metric"]}
+        for p in summary["points"]
+        if Path(p["run"]).resolve() != run_dir.resolve()
+    ]
+
+
+def rebuild_adamml_report(run_dir: Path, sweep: Path | None = None) -> Path:
+    """`dynmm report RUN [--sweep JSON]` for an AdaMML run."""
     from dynmm.train.export import load_exported
 
     metrics_path = run_dir / "metrics.json"
@@ -166,4 +182,4 @@ def rebuild_adamml_report(run_dir: Path) -> Path:
     exported = load_exported(run_dir)
     assert isinstance(exported.model, AdaMML)
     test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
-    return write_adamml_report(run_dir, metrics, exported.model, test)
+    return write_adamml_report(run_dir, metrics, exported.model, test, sweep)
