@@ -170,6 +170,18 @@ def test_at_most_one_uninformative_modality_per_segment(small: dict) -> None:
     assert not any(flag.any() for flag in none.values())
 
 
+def test_degraded_clips_lose_one_modality_for_long_stretches(small: dict) -> None:
+    options = {**SMALL, "degraded_clip_fraction": 0.5, "degraded_bad_prob": 0.9}
+    flags = load_avclips(0, **options)["test"].flags
+    plain = small["test"].flags  # the same clips without degradation
+    changed = ((flags["image_bad"] != plain["image_bad"]) | (flags["audio_bad"] != plain["audio_bad"])).any(dim=1)
+    assert 15 < int(changed.sum()) < 45  # about half of the 60 clips (a few degraded clips may equal their draw)
+    image, audio = flags["image_bad"][changed].sum(dim=1), flags["audio_bad"][changed].sum(dim=1)
+    assert bool(((image == 0) | (audio == 0)).all())  # a degraded clip loses one modality only...
+    assert float(torch.maximum(image, audio).float().mean()) > 0.75 * 8  # ...on most segments
+    assert not bool((flags["image_bad"] & flags["audio_bad"]).any())
+
+
 def test_same_seed_same_data_other_seed_other_data(small: dict) -> None:
     again = load_avclips(0, **SMALL)
     other = load_avclips(1, **SMALL)
@@ -200,6 +212,8 @@ def test_more_segments_than_recordings_repeat_only_after_the_pool(fsdd: dict) ->
 
 
 def test_bad_options() -> None:
+    with pytest.raises(ConfigError, match="degraded_clip_fraction"):
+        load_avclips(0, **TINY, degraded_clip_fraction=1.5)
     with pytest.raises(ConfigError, match="colour"):
         load_avclips(colour=True)
     with pytest.raises(ConfigError, match="segments must be >= 1"):

@@ -74,7 +74,8 @@ _CHUNK = 512
     _OCCLUDER,
     _IMAGE_NOISE,
     _AUDIO_NOISE,
-) = range(1, 12)
+    _DEGRADED_CLIPS,
+) = range(1, 13)
 _SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -89,6 +90,11 @@ class AVClipsOptions:
     must sum to at most 1 and are still the exact per-segment probabilities.
     image_noise_std: Gaussian pixel noise on every image. audio_snr_db: noise floor under every segment,
     relative to the speech power of its recording (inf: none).
+    degraded_clip_fraction: share of clips in which one modality (image or audio, even odds) fails for long
+    stretches, as a covered camera or a loud room would: it is uninformative on each segment with probability
+    `degraded_bad_prob`, and the other modality on none. The other clips follow the per-segment probabilities.
+    Without degraded clips every clip has enough good images to be recognised from images alone; with them,
+    which modality is worth running differs from clip to clip.
     """
 
     segments: int = 8
@@ -102,6 +108,8 @@ class AVClipsOptions:
     allow_both_bad: bool = False
     image_noise_std: float = 0.1
     audio_snr_db: float = 20.0
+    degraded_clip_fraction: float = 0.0
+    degraded_bad_prob: float = 0.85
     clip_samples: int = 4_000
     n_mels: int = 40
 
@@ -110,7 +118,14 @@ class AVClipsOptions:
         for name in ("segments", "train_size", "valid_size", "test_size", "n_mels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"avclips option {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("bad_image_prob", "bad_audio_prob", "image_occluded_share", "audio_noise_share"):
+        for name in (
+            "bad_image_prob",
+            "bad_audio_prob",
+            "image_occluded_share",
+            "audio_noise_share",
+            "degraded_clip_fraction",
+            "degraded_bad_prob",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"avclips option {name} must be in [0, 1], got {getattr(self, name)}")
         if not self.allow_both_bad and self.bad_image_prob + self.bad_audio_prob > 1.0:
@@ -196,9 +211,18 @@ def _bad_segments(shape: tuple[int, int], opts: AVClipsOptions, seed: int, sid: 
     image_bad = _rng(seed, _IMAGE_BAD, sid).random(shape) < opts.bad_image_prob
     u = _rng(seed, _AUDIO_BAD, sid).random(shape)
     if opts.allow_both_bad:
-        return image_bad, u < opts.bad_audio_prob
-    keep = 1.0 - opts.bad_image_prob
-    return image_bad, ~image_bad & (u < (opts.bad_audio_prob / keep if keep > 0 else 0.0))
+        audio_bad = u < opts.bad_audio_prob
+    else:
+        keep = 1.0 - opts.bad_image_prob
+        audio_bad = ~image_bad & (u < (opts.bad_audio_prob / keep if keep > 0 else 0.0))
+    if opts.degraded_clip_fraction > 0:  # its own stream: clips that are not degraded keep their draws
+        rng = _rng(seed, _DEGRADED_CLIPS, sid)
+        degraded = (rng.random(shape[0]) < opts.degraded_clip_fraction)[:, None]
+        image_fails = (rng.random(shape[0]) < 0.5)[:, None]
+        fails = rng.random(shape) < opts.degraded_bad_prob
+        image_bad = np.where(degraded, image_fails & fails, image_bad)
+        audio_bad = np.where(degraded, ~image_fails & fails, audio_bad)
+    return image_bad, audio_bad
 
 
 def _ink_centre(images: np.ndarray, axis: int) -> np.ndarray:
