@@ -129,6 +129,10 @@ def test_lambda_sweep_trains_the_supernet_once(tmp_path):
 
     found = {p["name"]: p["gated"] for p in baseline_points(root / "lambda_0", tmp_path)}
     assert found == {"fl_sweep/lambda_0.5": True}  # sweep points are found one level down, not the run itself
+    out = CliRunner().invoke(app, ["report", str(root / "lambda_0"), "--baselines", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    page = (root / "lambda_0" / "report.html").read_text()
+    assert "<td>DynMM</td><td>fl_sweep/lambda_0.5</td>" in page  # another λ point is drawn as a DynMM point
     other = tiny(tmp_path, "other", f"--fusion_level.supernet_dir={root / 'supernet'}", "--fusion_level.gate_width=4")
     with pytest.raises(ConfigError, match=r"supernet_dir .* other settings \(fusion_level\)"):
         train_run(other)

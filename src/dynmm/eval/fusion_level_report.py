@@ -164,9 +164,10 @@ def write_fusion_report(
     baselines: Path | None = None,
 ) -> Path:
     others = baseline_points(run_dir, baselines) if baselines else []
-    data = report_data(run_dir.name, metrics, [p for p in others if not p.pop("gated")])
+    static = [{k: v for k, v in p.items() if k != "gated"} for p in others if not p["gated"]]
+    data = report_data(run_dir.name, metrics, static)
     data["pareto"]["dynmm"] += [
-        {"label": p["name"], "madds": p["madds"], "metric": p["metric"]} for p in others if p.get("gated")
+        {"label": p["name"], "madds": p["madds"], "metric": p["metric"]} for p in others if p["gated"]
     ]
     data["examples"] = {"title": "Example segmentations", "rows": examples(model, test)}
     return write_report(run_dir, data)
