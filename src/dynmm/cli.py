@@ -98,7 +98,8 @@ def sweep(
         "adamml": "keep rates",
         "modality_level": "cheapest expert share",
     }[method]
-    for column in ("model", "MAdds/sample", summary["metric"], last):
+    unit = "clip" if method == "adamml" else "sample"
+    for column in ("model", f"MAdds/{unit}", summary["metric"], last):
         table.add_column(column)
     for expert in summary.get("experts", []):
         table.add_row(expert["name"], f"{expert['madds']:,.0f}", f"{expert['metric']:.4f}", "-")
@@ -111,8 +112,9 @@ def sweep(
             share = ", ".join(f"{m} {rate:.2f}" for m, rate in point["keep_rate"].items())
         else:
             share = f"{next(iter(point['routing'].values())):.2f}"
+        name = "AdaMML" if method == "adamml" else "DynMM"
         table.add_row(
-            f"DynMM λ={point['lambda']:g}", f"{point['madds_per_sample']:,.0f}", f"{point['metric']:.4f}", share
+            f"{name} λ={point['lambda']:g}", f"{point['madds_per_sample']:,.0f}", f"{point['metric']:.4f}", share
         )
     console.print(table)
     if "target" in summary:
