@@ -136,3 +136,17 @@ def test_lambda_sweep_trains_the_supernet_once(tmp_path):
     other = tiny(tmp_path, "other", f"--fusion_level.supernet_dir={root / 'supernet'}", "--fusion_level.gate_width=4")
     with pytest.raises(ConfigError, match=r"supernet_dir .* other settings \(fusion_level\)"):
         train_run(other)
+
+
+def test_rebuilding_a_report_names_what_is_wrong(dynamic, tmp_path):
+    from dynmm.errors import DataError
+    from dynmm.models.adamml import AdaMML
+    from dynmm.models.fusion_level import FusionLevelDynMM
+    from dynmm.train.export import load_finished
+
+    with pytest.raises(DataError, match="is missing: is .* a finished fusion-level DynMM run"):
+        load_finished(tmp_path, FusionLevelDynMM, "beta_curve", "fusion-level DynMM")
+    with pytest.raises(DataError, match="has no AdaMML analysis"):
+        load_finished(dynamic.run_dir, AdaMML, "baselines", "AdaMML")
+    with pytest.raises(DataError, match=r"holds a fusion_level model \(AdaMML expected\)"):
+        load_finished(dynamic.run_dir, AdaMML, "beta_curve", "AdaMML")

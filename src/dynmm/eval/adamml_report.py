@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from dynmm.data.base import MultimodalDataset
-from dynmm.data.registry import load_dataset
 from dynmm.errors import DataError
 from dynmm.eval.report import write_report
 from dynmm.models.adamml import AdaMML
@@ -171,15 +170,7 @@ def sweep_points(run_dir: Path, sweep: Path) -> list[dict[str, Any]]:
 
 def rebuild_adamml_report(run_dir: Path, sweep: Path | None = None) -> Path:
     """`dynmm report RUN [--sweep JSON]` for an AdaMML run."""
-    from dynmm.train.export import load_exported
+    from dynmm.train.export import load_finished
 
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise DataError(f"{metrics_path} is missing: is {run_dir} a finished AdaMML run?")
-    metrics = json.loads(metrics_path.read_text())
-    if "baselines" not in metrics:
-        raise DataError(f"{metrics_path} has no AdaMML evaluation; was the run finished by this version?")
-    exported = load_exported(run_dir)
-    assert isinstance(exported.model, AdaMML)
-    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
-    return write_adamml_report(run_dir, metrics, exported.model, test, sweep)
+    metrics, model, test = load_finished(run_dir, AdaMML, "baselines", "AdaMML")
+    return write_adamml_report(run_dir, metrics, model, test, sweep)

@@ -13,8 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from dynmm.data.base import MultimodalDataset, collate
-from dynmm.data.registry import load_dataset
-from dynmm.errors import DataError
 from dynmm.eval.fusion_level_eval import evaluate_fusion_level
 from dynmm.eval.report import write_report
 from dynmm.eval.robustness import NoiseSpec, corrupt
@@ -205,12 +203,7 @@ def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
 
 def rebuild_fusion_report(run_dir: Path, baselines: Path | None = None) -> Path:
     """`dynmm report RUN` for a fusion-level run."""
-    from dynmm.train.export import load_exported
+    from dynmm.train.export import load_finished
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    if "beta_curve" not in metrics:
-        raise DataError(f"{run_dir}/metrics.json has no analysis; was the run finished by this version?")
-    exported = load_exported(run_dir)
-    assert isinstance(exported.model, FusionLevelDynMM)
-    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
-    return write_fusion_report(run_dir, metrics, exported.model, test, baselines)
+    metrics, model, test = load_finished(run_dir, FusionLevelDynMM, "beta_curve", "fusion-level DynMM")
+    return write_fusion_report(run_dir, metrics, model, test, baselines)

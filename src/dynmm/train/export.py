@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -25,6 +25,7 @@ from dynmm.config import (
     ModelConfig,
     from_dict,
 )
+from dynmm.data.base import MultimodalDataset
 from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
 from dynmm.models.fusion_level import build_fusion_level
@@ -159,3 +160,26 @@ def load_exported(directory: str | Path) -> ExportedModel:
     model.eval()
     extra = description.get("extra", {})
     return ExportedModel(model, model_config, data_config, specs, task, extra, str(model_type), experts, gate)
+
+
+Model = TypeVar("Model", bound=nn.Module)
+
+
+def load_finished(
+    run_dir: Path, kind: type[Model], analysis_key: str, what: str
+) -> tuple[dict[str, Any], Model, MultimodalDataset]:
+    """A finished run's metrics.json (which must hold `analysis_key`), its exported model (a `kind`) and its data
+    set's test split: what rebuilding a report needs. `what` names the run kind in the errors."""
+    from dynmm.data.registry import load_dataset
+
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise DataError(f"{metrics_path} is missing: is {run_dir} a finished {what} run?")
+    metrics = json.loads(metrics_path.read_text())
+    if analysis_key not in metrics:
+        raise DataError(f"{metrics_path} has no {what} analysis; was the run finished by this version?")
+    exported = load_exported(run_dir)
+    if not isinstance(exported.model, kind):
+        raise DataError(f"{run_dir} holds a {exported.model_type} model ({what} expected)")
+    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
+    return metrics, exported.model, test
