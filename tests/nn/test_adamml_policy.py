@@ -105,3 +105,20 @@ def test_policy_madds_are_measured():
     madds = measure_madds(make_policy(), clips(2, 3))
     assert madds.total > 0
     assert madds.by_module["AdaMMLPolicy.lstm"] > 0 and madds.by_module["AdaMMLPolicy.encoders.image"] > 0
+
+
+def test_downsampled_policy_is_cheaper_and_reads_a_coarse_view():
+    torch.manual_seed(0)
+    x = {"image": torch.randn(2, 3, 1, 28, 28), "audio": torch.randn(2, 3, 1, 40, 26)}
+    full = AdaMMLPolicy({"image": 1, "audio": 1}, hidden=32).eval()
+    coarse = AdaMMLPolicy({"image": 1, "audio": 1}, hidden=32, downsample=2).eval()
+    coarse.load_state_dict(full.state_dict())  # the same weights: only the view differs
+    assert measure_madds(coarse, x).total < measure_madds(full, x).total / 2
+    with torch.no_grad():
+        pooled = {m: torch.nn.functional.avg_pool2d(v.flatten(0, 1), 2, ceil_mode=True) for m, v in x.items()}
+        expected = full({m: v.unflatten(0, (2, 3)) for m, v in pooled.items()})
+        got = coarse(x)
+    for m in got:
+        torch.testing.assert_close(got[m], expected[m])
+    with pytest.raises(ConfigError, match="downsample must be an integer >= 1"):
+        AdaMMLPolicy({"image": 1}, downsample=0)

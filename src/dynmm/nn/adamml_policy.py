@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, InputError
@@ -30,6 +31,8 @@ class AdaMMLPolicy(nn.Module):
         feature_dim: size of each modality's CNN feature vector.
         hidden: width of the two FC layers and of the LSTM.
         widths, strides, expand_ratio: the `LightCNN` of every modality.
+        downsample: average-pool every segment by this factor before its CNN. The policy decides from a coarse
+            look, as AdaMML's does from low-resolution frames: its cost falls by about the factor squared.
 
     Inputs:
         inputs: modality name -> (B, T, C, H, W) segments; B and T must agree across modalities, H and W may
@@ -47,10 +50,14 @@ class AdaMMLPolicy(nn.Module):
         widths: Sequence[int] = (8, 16, 24, 32),
         strides: Sequence[int] = (1, 2, 2, 2),
         expand_ratio: int = 2,
+        downsample: int = 1,
     ) -> None:
         super().__init__()
         if not modalities:
             raise ConfigError("AdaMML policy needs at least one modality")
+        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+            raise ConfigError(f"AdaMML policy downsample must be an integer >= 1, got {downsample!r}")
+        self.downsample = downsample
         if min(feature_dim, hidden) < 1:
             raise ConfigError(f"AdaMML policy sizes must be positive, got feature_dim={feature_dim}, hidden={hidden}")
         self.modalities = sorted(modalities)
@@ -97,10 +104,16 @@ class AdaMMLPolicy(nn.Module):
             raise InputError(f"AdaMMLPolicy: empty input, (B, T) = {sizes[first]}")
         return batch, steps
 
+    def _coarse(self, segments: Tensor) -> Tensor:
+        """(N, C, H, W) segments average-pooled by `downsample` (ceil mode: small inputs keep a pixel)."""
+        if self.downsample == 1:
+            return segments
+        return F.avg_pool2d(segments, self.downsample, ceil_mode=True)
+
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         batch, steps = self.check_inputs(inputs)
         # Every segment of every clip through the CNN in one batch; only the LSTM walks over time.
-        features = [self.encoders[m](inputs[m].flatten(0, 1)) for m in self.modalities]
+        features = [self.encoders[m](self._coarse(inputs[m].flatten(0, 1))) for m in self.modalities]
         x = self.fc(torch.cat(features, dim=1)).view(batch, steps, -1)
         h, _ = self.lstm(x)
         return {m: self.heads[m](h) for m in self.modalities}
