@@ -25,7 +25,6 @@ from dynmm.data.base import MultimodalDataset, collate
 from dynmm.eval.metrics import build_metrics
 from dynmm.models.adamml import AdaMML, PolicyMode
 from dynmm.modes import eval_mode
-from dynmm.nn.adamml_policy import decide
 from dynmm.specs import TaskSpec
 
 HEADLINE = ("accuracy", "macro_f1", "loss", "madds_per_clip", "madds_fraction", "gmadds_per_clip", "keep_rate")
@@ -64,9 +63,9 @@ def collect(model: AdaMML, data: MultimodalDataset, batch_size: int = 64) -> Rec
             assert model.last_keep is not None
             keeps.append({m: k > 0.5 for m, k in model.last_keep.items()})
             madds.append(model.realized_madds(model.last_keep, model.last_policy_ran))
-            if model.last_policy_logits is not None:
-                decided = decide(model.last_policy_logits, model.tau, training=False)
-                empty.append(torch.stack([d.sum(dim=1) for d in decided.values()]).sum(dim=0) == 0)
+            if model.last_policy_ran:
+                assert model.last_fell_back is not None
+                empty.append(model.last_fell_back.cpu())
     keep = {m: torch.cat([k[m] for k in keeps]) for m in model.modalities}
     fell_back = torch.cat(empty) if len(empty) == len(logits) else None
     return Record(torch.cat(logits), data.target, keep, torch.cat(madds), fell_back)

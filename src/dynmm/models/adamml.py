@@ -100,6 +100,7 @@ class AdaMML(nn.Module):
             the learned policy they carry straight-through gradients (what `adamml_loss` needs).
         last_policy_ran: whether the latest forward ran the policy (and paid for it).
         last_policy_logits: modality -> (B, T, 2) policy logits of the latest forward, or None.
+        last_fell_back: (B,) bool, the clips of the latest forward that kept nothing and got the fallback.
     """
 
     def __init__(
@@ -147,6 +148,7 @@ class AdaMML(nn.Module):
         self.last_keep: dict[str, Tensor] | None = None
         self.last_policy_ran = False
         self.last_policy_logits: dict[str, Tensor] | None = None
+        self.last_fell_back: Tensor | None = None
 
         self.costs = self._measure_costs()
         nets = self.costs["nets"]
@@ -238,6 +240,7 @@ class AdaMML(nn.Module):
         """A clip that keeps nothing at all gets the fallback modality kept on its first segment."""
         kept = sum((k > 0.5).sum(dim=1) for k in keep.values())
         empty = cast(Tensor, kept) == 0
+        self.last_fell_back = empty
         out = dict(keep)
         if bool(empty.any()):
             k = keep[self.fallback]
