@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 
 import typer
@@ -81,14 +82,10 @@ def sweep(
 ) -> None:
     """Train the DynMM recipe for each λ (stage I once: experts or supernet) and write the accuracy–MAdds summary."""
     from dynmm.config import load_config
-    from dynmm.errors import ConfigError
     from dynmm.train.sweep import run_sweep
 
     run_config = load_config(config, list(ctx.args))
-    try:
-        values = [float(v) for v in lambdas.split(",") if v]
-    except ValueError as err:
-        raise ConfigError(f"--lambdas takes comma-separated numbers ({err})") from err
+    values = _numbers(lambdas, "--lambdas", float)
     output = output or Path(f"benchmarks/results/{run_config.data.name}_pareto.json")
     summary = run_sweep(run_config, values, output, target_madds)
     method = summary["method"]
@@ -226,18 +223,19 @@ def bench_fusion_speed(
 ) -> None:
     """Masked (whole depth encoder, every op) vs dispatch (progressive depth skipping) inference time."""
     from dynmm.bench.fusion_speed import fusion_level_speed
+    from dynmm.bench.speed import millions
     from dynmm.io import atomic_write_json
 
-    sizes = _integers(batch_sizes, "--batch-sizes")
+    sizes = _numbers(batch_sizes, "--batch-sizes", int)
     results = fusion_level_speed(run, sizes, repeats)
     output = output or run / "speed.json"
     atomic_write_json(output, results)
     rows = [
         {
             "batch": str(r["batch_size"]),
-            "MAdds M masked": f"{r['madds_per_sample']['masked'] / 1e6:.2f}",
-            "MAdds M dispatch": f"{r['madds_per_sample']['dispatch'] / 1e6:.2f}",
-            "aux-encoder MAdds M dispatch": f"{r['aux_madds_per_sample'] / 1e6:.2f}",
+            "MAdds M masked": millions(r["madds_per_sample"]["masked"]),
+            "MAdds M dispatch": millions(r["madds_per_sample"]["dispatch"]),
+            "aux-encoder MAdds M dispatch": millions(r["aux_madds_per_sample"]),
             "ms masked": f"{r['median_ms']['masked']:.2f}",
             "ms dispatch": f"{r['median_ms']['dispatch']:.2f}",
             "predicted": f"{r['predicted_speedup']:.2f}×",
@@ -259,21 +257,18 @@ def bench_adamml_speed(
 ) -> None:
     """Late fusion on all segments vs masked vs dispatch AdaMML inference time, per clip."""
     from dynmm.bench.adamml_speed import adamml_speed
-    from dynmm.errors import ConfigError
+    from dynmm.bench.speed import millions
     from dynmm.io import atomic_write_json
 
-    try:
-        rates = [float(r) for r in keep_rates.split(",") if r]
-    except ValueError as err:
-        raise ConfigError(f"--keep-rates takes comma-separated numbers ({err})") from err
-    results = adamml_speed(run, _integers(batch_sizes, "--batch-sizes"), repeats, rates)
+    rates = _numbers(keep_rates, "--keep-rates", float)
+    results = adamml_speed(run, _numbers(batch_sizes, "--batch-sizes", int), repeats, rates)
     output = output or run / "speed.json"
     atomic_write_json(output, results)
     rows = [
         {
             "batch": str(r["batch_size"]),
-            "MAdds M late fusion": _millions(r["late_fusion_all"]["madds_per_clip"]),
-            "MAdds M dispatch": _millions(r["dispatch"]["madds_per_clip"]),
+            "MAdds M late fusion": millions(r["late_fusion_all"]["madds_per_clip"]),
+            "MAdds M dispatch": millions(r["dispatch"]["madds_per_clip"]),
             "ms late fusion": f"{r['late_fusion_all']['median_ms']:.2f}",
             "ms masked": f"{r['masked']['median_ms']:.2f}",
             "ms dispatch": f"{r['dispatch']['median_ms']:.2f}",
@@ -286,17 +281,18 @@ def bench_adamml_speed(
     console.print(f"results written to [bold]{output}[/bold]")
 
 
-def _integers(text: str, option: str) -> list[int]:
+N = typing.TypeVar("N", int, float)
+
+
+def _numbers(text: str, option: str, kind: type[N]) -> list[N]:
+    """A comma-separated option as numbers of `kind`; anything else is a ConfigError naming the option."""
     from dynmm.errors import ConfigError
 
     try:
-        return [int(b) for b in text.split(",") if b]
+        return [kind(v) for v in text.split(",") if v]
     except ValueError as err:
-        raise ConfigError(f"{option} takes comma-separated integers ({err})") from err
-
-
-def _millions(value: float) -> str:
-    return f"{value / 1e6:.2f}"
+        words = "integers" if kind is int else "numbers"
+        raise ConfigError(f"{option} takes comma-separated {words} ({err})") from err
 
 
 @app.command()

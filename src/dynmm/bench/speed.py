@@ -355,7 +355,8 @@ def parse_modes(text: str) -> list[Mode]:
     return [m for m in MODES if m in names]
 
 
-def _millions(value: float) -> str:
+def millions(value: float) -> str:
+    """MAdds as millions with two decimals, for the printed tables."""
     return f"{value / 1e6:.2f}"
 
 
@@ -368,7 +369,7 @@ def time_table(entry: dict[str, Any], modes: Sequence[str]) -> list[dict[str, st
     table = []
     for row in entry["rows"]:
         cells = _setting(row)
-        cells |= {f"MAdds M {mode}": _millions(row["madds_per_sample"][mode]) for mode in modes}
+        cells |= {f"MAdds M {mode}": millions(row["madds_per_sample"][mode]) for mode in modes}
         cells |= {f"ms {mode}": f"{row['median_ms'][mode]:.2f}" for mode in modes}
         for key, value in row["predicted_speedup"].items():
             versus = key.removeprefix("vs_")
