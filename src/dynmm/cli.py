@@ -16,8 +16,10 @@ from dynmm.errors import DynmmError
 app = typer.Typer(help="Dynamic multimodal fusion: train, evaluate and benchmark.", no_args_is_help=True)
 data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that write JSON results.", no_args_is_help=True)
+search_app = typer.Typer(help="Architecture search.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+app.add_typer(search_app, name="search")
 # Piped output (CI logs, `| tee`) gets a wide fixed width instead of rich's 80-column fallback.
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -119,9 +121,52 @@ def sweep(
     console.print(f"results written to [bold]{output}[/bold]")
 
 
+@search_app.command("mfas", context_settings=OVERRIDES)
+def search_mfas(
+    ctx: typer.Context,
+    config: Path = typer.Argument(
+        ..., help="A run configuration with an `mfas` section, e.g. configs/avdigits/mfas.yaml"
+    ),
+    output: Path = typer.Option(None, help="JSON results (default benchmarks/results/mfas_<data>.json)."),
+) -> None:
+    """MFAS: train the backbones, cache their features, search (and random-search) fusion architectures per seed,
+    train the best fully; resumes wherever it stopped when run again."""
+    from dynmm.config import load_config
+    from dynmm.search.mfas.recipe import run_mfas_search
+
+    run_config = load_config(config, list(ctx.args))
+    output = output or Path(f"benchmarks/results/mfas_{run_config.data.name}.json")
+    summary = run_mfas_search(run_config, output, progress=lambda message: console.print(f"[dim]{message}[/dim]"))
+    metric = summary["metric"]
+    table = Table(title=f"{run_config.name} · MFAS vs random search · {metric}")
+    for column in ("seed", "search", "evaluated", "best valid (search)", "final valid", "final test"):
+        table.add_column(column)
+    for result in summary["searches"]:
+        final = result["final"]["best"]
+        table.add_row(
+            str(result["seed"]),
+            result["kind"],
+            str(len(result["evaluations"])),
+            f"{result['best']['score']:.4f}",
+            f"{final['valid'][metric]:.4f}",
+            f"{final['test'][metric]:.4f}",
+        )
+    console.print(table)
+    best, timing = summary["best"], summary["timing"]
+    console.print(
+        f"best: [bold]{best['name']}[/bold] · test {metric} {best['test'][metric]:.4f} · {best['madds']:,} MAdds/sample"
+    )
+    if timing.get("speedup"):
+        console.print(
+            f"per evaluated architecture: {timing['cached_s_per_architecture']:.2f} s cached, "
+            f"{timing['live_s_per_architecture']:.2f} s recomputing backbones ({timing['speedup']:.1f}×)"
+        )
+    console.print(f"results written to [bold]{output}[/bold] and {summary['run_dir']}")
+
+
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A finished DynMM or AdaMML run directory."),
+    run_dir: Path = typer.Argument(..., help="A finished DynMM, AdaMML or MFAS-search run directory."),
     sweep: Path = typer.Option(None, help="A λ-sweep summary (dynmm sweep's JSON) to add to the Pareto plot."),
     baselines: Path = typer.Option(None, help="Runs of `dynmm bench baselines` (e.g. runs/baselines) to add."),
 ) -> None:
@@ -130,7 +175,13 @@ def report(
     from dynmm.eval.adamml_report import is_adamml_run, rebuild_adamml_report
     from dynmm.eval.dynmm_report import write_run_report
 
-    if is_adamml_run(run_dir):
+    if (run_dir / "mfas.json").is_file():
+        if sweep is not None or baselines is not None:
+            raise ConfigError("--sweep and --baselines do not apply to an MFAS search (it has its random search)")
+        from dynmm.search.mfas.report import rebuild_mfas_report
+
+        path = rebuild_mfas_report(run_dir)
+    elif is_adamml_run(run_dir):
         if baselines is not None:
             raise ConfigError("--baselines is not supported for AdaMML runs (their report has its own baselines)")
         path = rebuild_adamml_report(run_dir, sweep)

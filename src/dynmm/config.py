@@ -186,11 +186,61 @@ class AdaMMLConfig:
 
 
 @dataclass
+class MFASConfig:
+    """MFAS: search the fusion of frozen unimodal backbones (`dynmm search mfas CONFIG`).
+
+    `modalities`: the fused modalities in order (>= 2; default: the data set's, sorted). Each backbone is an
+    ordinary static run of the run's `model` + `train` with `fusion: unimodal` on one modality, trained into
+    `<run>/backbones/<modality>` unless `backbone_runs` names a finished run for it (trained with `dynmm train`).
+    `search_data`: overrides of `data` for the fusion search (e.g. MOSI rows whose features are unseen).
+    A fusion layer picks one candidate layer of every backbone and an activation from `activations`;
+    h_l = σ(W_l [x_1; ...; x_M; h_{l-1}]) with `width` units; a linear head reads h_L.
+    Progressive search (`iterations` passes over positions 1..`layers`): the first step evaluates every
+    one-layer architecture (or `first_step_samples` of them), later steps expand the previous step's picks by one
+    position, rank the expansions with the LSTM surrogate and draw `samples_per_step` of them with a temperature
+    (inverse-exponential from `tau_start` to `tau_end` over `tau_steps` steps). Each evaluation trains only the
+    fusion layers for `epochs_per_eval` epochs on cached backbone features, starting from the weights shared by
+    position and shape (`weight_sharing`). Then the `top_k` found are trained from scratch for `final_epochs`.
+    `search_seeds`: one MFAS search and one random search (same number of evaluations, same training) per seed.
+    `cache`: "memory" or "memmap" (`cache_dir`, default `<run>/feature_cache`, keyed by the backbones' weights).
+    `timing_architectures`: evaluations also timed with the backbones recomputed for every batch (no cache).
+    `metric`: what the search maximises on `valid` (default: accuracy, or acc2 for sentiment regression).
+    """
+
+    modalities: list[str] | None = None
+    backbone_runs: dict[str, str] = field(default_factory=dict)
+    search_data: dict[str, Any] | None = None
+    layers: int = 4
+    width: int = 32
+    activations: list[str] = field(default_factory=lambda: ["relu", "sigmoid", "leaky_relu"])
+    iterations: int = 1
+    first_step_samples: int | None = None
+    samples_per_step: int = 15
+    epochs_per_eval: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    weight_sharing: bool = True
+    tau_start: float = 10.0
+    tau_end: float = 0.2
+    tau_steps: int = 2
+    surrogate: dict[str, Any] = field(default_factory=dict)
+    top_k: int = 3
+    final_epochs: int = 20
+    search_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    random_search: bool = True
+    cache: str = "memory"
+    cache_dir: str | None = None
+    timing_architectures: int = 3
+    metric: str | None = None
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a run; written resolved to runs/<name>/config.yaml.
 
     Without a `dynmm`, `fusion_level` or `adamml` section the run trains one static model (`model`); with one
-    (at most one), that method's recipe.
+    (at most one), that method's recipe. An `mfas` section makes it a search (`dynmm search mfas`), whose
+    backbones are static runs of `model` and `train`.
     """
 
     name: str = "run"
@@ -202,6 +252,7 @@ class RunConfig:
     dynmm: DynMMConfig | None = None
     fusion_level: FusionLevelConfig | None = None
     adamml: AdaMMLConfig | None = None
+    mfas: MFASConfig | None = None
 
 
 T = typing.TypeVar("T")

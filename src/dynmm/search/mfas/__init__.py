@@ -1,0 +1,1 @@
+"""MFAS: multimodal fusion architecture search on frozen unimodal backbones."""
