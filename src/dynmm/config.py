@@ -205,6 +205,7 @@ class MFASConfig:
     `cache`: "memory" or "memmap" (`cache_dir`, default `<run>/feature_cache`, keyed by the backbones' weights).
     `timing_architectures`: evaluations also timed with the backbones recomputed for every batch (no cache).
     `metric`: what the search maximises on `valid` (default: accuracy, or acc2 for sentiment regression).
+    `device`: where backbones and fusion networks run: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     """
 
     modalities: list[str] | None = None
@@ -232,6 +233,7 @@ class MFASConfig:
     cache_dir: str | None = None
     timing_architectures: int = 3
     metric: str | None = None
+    device: str = "auto"
 
 
 @dataclass

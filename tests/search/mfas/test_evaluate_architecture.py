@@ -1,3 +1,6 @@
+import dataclasses
+
+import pytest
 import torch
 from tests.search.mfas.conftest import TASK
 
@@ -47,3 +50,13 @@ def test_weight_sharing_by_position_and_shape(space, cache, tmp_path):
     path = tmp_path / "shared.safetensors"
     store.write(path)
     assert WeightStore.read(path).tensors.keys() == store.tensors.keys()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_matches_cpu(space, cache):
+    on_gpu = dataclasses.replace(TRAINING, device=torch.device("cuda"))
+    store = WeightStore()
+    gpu = train_architecture(space, ARCH, cache, TASK, on_gpu, seed=3, store=store)
+    cpu = train_architecture(space, ARCH, cache, TASK, TRAINING, seed=3)
+    assert gpu.metrics["valid"]["loss"] == pytest.approx(cpu.metrics["valid"]["loss"], rel=1e-3)
+    assert all(t.device.type == "cpu" for t in store.tensors.values())

@@ -10,7 +10,7 @@ from dynmm.config import load_config
 from dynmm.errors import ConfigError
 from dynmm.eval.evaluate import evaluate
 from dynmm.search.mfas.model import load_found
-from dynmm.search.mfas.recipe import run_mfas_search
+from dynmm.search.mfas.recipe import run_mfas_search, search_device
 from dynmm.train.export import load_exported
 from dynmm.train.recipe import data_module, stage_data
 
@@ -107,3 +107,13 @@ def test_cli_refuses_a_config_without_mfas_section(tmp_path):
     result = run_cli("search", "mfas", "configs/mosi/static.yaml", f"--output_dir={tmp_path}")
     assert result.returncode == 2
     assert "needs a config with an `mfas` section" in " ".join(result.stdout.split())
+
+
+def test_device_option():
+    assert search_device("cpu") == torch.device("cpu")
+    assert search_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="not a device"):
+        search_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            search_device("cuda")

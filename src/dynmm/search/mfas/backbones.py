@@ -63,9 +63,14 @@ class Backbone:
     def names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.taps)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @torch.no_grad()
     def features(self, x: Tensor) -> list[Tensor]:
-        """Pooled output of every candidate layer for a batch of this modality."""
+        """Pooled output of every candidate layer for a batch of this modality (on the backbone's device)."""
+        x = x.to(self.device)
         captured: dict[int, Tensor] = {}
         handles = [
             tap.module.register_forward_hook(self._capture(captured, i))
@@ -90,7 +95,7 @@ class Backbone:
     def prefix_madds(self, example: Tensor) -> list[int]:
         """MAdds per sample to compute each candidate layer, measured by running the backbone on one sample
         under FlopCounterMode and stopping right after that layer (later layers of the backbone need not run)."""
-        return [self._madds_until(tap, example[:1]) for tap in self.taps]
+        return [self._madds_until(tap, example[:1].to(self.device)) for tap in self.taps]
 
     def _madds_until(self, tap: Tap, x: Tensor) -> int:
         class _Reached(Exception):

@@ -32,6 +32,7 @@ class FusionTraining:
     lr: float
     weight_decay: float
     batch_size: int
+    device: torch.device = torch.device("cpu")
 
 
 class WeightStore:
@@ -49,14 +50,14 @@ class WeightStore:
             if all(f"{key}/{n}" in self.tensors for n in names):
                 with torch.no_grad():
                     for n, p in module.named_parameters():
-                        p.copy_(self.tensors[f"{key}/{n}"])
+                        p.copy_(self.tensors[f"{key}/{n}"])  # across devices when the network is on a GPU
                 found += 1
         return found
 
     def save_from(self, network: FusionNetwork) -> None:
         for key, module in network.shared_modules().items():
             for n, p in module.named_parameters():
-                self.tensors[f"{key}/{n}"] = p.detach().clone()
+                self.tensors[f"{key}/{n}"] = p.detach().cpu().clone()
 
     def write(self, path: Any) -> None:
         atomic_write(path, lambda tmp: save_file(dict(self.tensors), str(tmp)))
@@ -81,18 +82,26 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
+def _batch(
+    source: FeatureSource, split: str, rows: Tensor, keys: list[str], device: torch.device
+) -> tuple[dict[str, Tensor], Tensor]:
+    features = {k: v.to(device, non_blocking=True) for k, v in source.features(split, rows, keys).items()}
+    return features, source.target(split, rows).to(device)
+
+
 def score(
     network: FusionNetwork, source: FeatureSource, split: str, task: TaskSpec, batch_size: int = 4096
 ) -> dict[str, float]:
     """The task's metrics (and mean loss) of `network` on a whole split."""
-    metrics = build_metrics(task)
-    keys = sorted({k for layer in network.inputs for k in layer})
+    device = next(network.parameters()).device
+    metrics = build_metrics(task).to(device)
+    keys = sorted(network.input_dims)
     loss_sum, n = 0.0, source.size(split)
     network.eval()
     with torch.no_grad():
         for rows in torch.arange(n).split(batch_size):
-            outputs = network(source.features(split, rows, keys))
-            target = source.target(split, rows)
+            features, target = _batch(source, split, rows, keys, device)
+            outputs = network(features)
             loss_sum += float(task_loss(task, outputs, target)) * rows.shape[0]
             metrics.update(predictions(task, outputs), target)
     results = {name: float(value) for name, value in metrics.compute().items()}
@@ -116,20 +125,23 @@ def train_architecture(
     exactly what an uninterrupted one does."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        network = FusionNetwork(space, architecture, training.width, task.output_dim)
+        network = FusionNetwork(space, architecture, training.width, task.output_dim).to(training.device)
     if store is not None:
         store.load_into(network)
-    keys = sorted({k for layer in network.inputs for k in layer})
+    keys = sorted(network.input_dims)
     optimizer = torch.optim.Adam(network.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     network.train()
     for _ in range(training.epochs if epochs is None else epochs):
         for rows in _batches(source.size("train"), training.batch_size, generator):
-            loss = task_loss(task, network(source.features("train", rows, keys)), source.target("train", rows))
+            features, target = _batch(source, "train", rows, keys, training.device)
+            loss = task_loss(task, network(features), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    if training.device.type == "cuda":
+        torch.cuda.synchronize(training.device)  # the clock must include the queued kernels
     seconds = time.perf_counter() - start
     if store is not None:
         store.save_from(network)

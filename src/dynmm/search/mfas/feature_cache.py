@@ -53,7 +53,7 @@ def cache_key(backbones: Sequence[Backbone], weight_files: Sequence[Path], data:
 
 
 def _batched_features(backbone: Backbone, x: Tensor) -> list[Tensor]:
-    chunks = [backbone.features(x[i : i + CHUNK]) for i in range(0, x.shape[0], CHUNK)]
+    chunks = [[f.cpu() for f in backbone.features(x[i : i + CHUNK])] for i in range(0, x.shape[0], CHUNK)]
     return [torch.cat([c[j] for c in chunks]) for j in range(len(backbone.taps))]
 
 
@@ -69,7 +69,7 @@ class Standardizer:
         return cls(train.mean(dim=0), train.std(dim=0).clamp_min(1e-6))
 
     def __call__(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def tensors(self, key: str) -> dict[str, Tensor]:
         return {f"{key}/mean": self.mean.contiguous(), f"{key}/std": self.std.contiguous()}

@@ -63,9 +63,9 @@ def save_found(
     extra: dict[str, Any],
 ) -> None:
     """Weights (fusion network + standardisation of the features it reads) first, then the description."""
-    tensors = {f"network.{k}": v.detach().contiguous() for k, v in model.network.state_dict().items()}
+    tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     for key in model.keys:
-        tensors |= {f"standardize.{k}": v for k, v in model.standardizers[key].tensors(key).items()}
+        tensors |= {f"standardize.{k}": v.cpu() for k, v in model.standardizers[key].tensors(key).items()}
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     description = {
         "architecture": architecture_json,

@@ -57,6 +57,21 @@ def search_metric(config: RunConfig, task: TaskSpec) -> str:
     return metric
 
 
+def search_device(name: str) -> torch.device:
+    """`mfas.device` as a torch device; "auto" takes CUDA when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"mfas.device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"mfas.device is {name!r} but this machine has no CUDA device; use auto or cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"mfas.device {name!r}: only cpu and cuda are supported")
+    return device
+
+
 def check_mfas_config(config: RunConfig) -> None:
     """What can be checked before a backbone trains."""
     mfas = config.mfas
@@ -75,6 +90,7 @@ def check_mfas_config(config: RunConfig) -> None:
     if config.dynmm is not None or config.fusion_level is not None or config.adamml is not None:
         raise ConfigError("an `mfas` run config has no `dynmm`, `fusion_level` or `adamml` section")
     from_dict(SurrogateSettings, mfas.surrogate, "mfas.surrogate")
+    search_device(mfas.device)
     TemperatureSchedule("inverse_exponential", mfas.tau_start, mfas.tau_end, mfas.tau_steps)
 
 
@@ -92,7 +108,9 @@ def _prepare(config: RunConfig) -> Path:
     return run_dir
 
 
-def _backbone(config: RunConfig, modality: str, run_dir: Path) -> tuple[Backbone, Path, dict[str, Any]]:
+def _backbone(
+    config: RunConfig, modality: str, run_dir: Path, device: torch.device
+) -> tuple[Backbone, Path, dict[str, Any]]:
     """The modality's backbone: the run `mfas.backbone_runs` names, or a static unimodal run trained here."""
     assert config.mfas is not None
     given = config.mfas.backbone_runs.get(modality)
@@ -114,7 +132,7 @@ def _backbone(config: RunConfig, modality: str, run_dir: Path) -> tuple[Backbone
             f"mfas.backbone_runs.{modality}: {folder} holds a {exported.model_type} model over "
             f"{getattr(exported.model, 'modalities', '?')}, not a static model of {modality!r} alone"
         )
-    return Backbone(exported.model), folder, exported.extra.get("metrics", {})
+    return Backbone(exported.model.to(device)), folder, exported.extra.get("metrics", {})
 
 
 def _costs(space: SearchSpace, backbones: list[Backbone], example: dict[str, torch.Tensor]) -> dict[str, list[int]]:
@@ -187,7 +205,7 @@ def _final(search: _Search, state: SearchState, folder: Path, top_k: int, epochs
         )
         networks.append(fitted.network)
     best = max(range(len(trained)), key=lambda i: trained[i]["valid"][search.metric])
-    state_dict = {k: v.contiguous() for k, v in networks[best].state_dict().items()}
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in networks[best].state_dict().items()}
     atomic_write(folder / "final_best.safetensors", lambda tmp: save_file(state_dict, str(tmp)))
     result = {"trained": trained, "best": trained[best], "epochs": epochs}
     atomic_write_json(path, result)
@@ -216,6 +234,7 @@ def _timing(search: _Search, live: LiveFeatures, architectures: list[Architectur
     cached = statistics.mean(r["cached_s"] for r in rows) if rows else None
     live_s = statistics.mean(r["live_s"] for r in rows) if rows else None
     result: dict[str, Any] = {
+        "device": str(search.training.device),
         "epochs": search.training.epochs,
         "architectures": rows,
         "cached_s_per_architecture": cached,
@@ -285,6 +304,7 @@ def run_mfas_search(config: RunConfig, output: Path | None = None, progress: Pro
             f"mfas.modalities must name >= 2 distinct modalities of {sorted(info.modalities)}, got {modalities}"
         )
     metric = search_metric(config, info.task)
+    device = search_device(mfas.device)
     run_dir = _prepare(config)
 
     backbones: list[Backbone] = []
@@ -292,7 +312,7 @@ def run_mfas_search(config: RunConfig, output: Path | None = None, progress: Pro
     weight_files: list[Path] = []
     for modality in modalities:
         progress(f"backbone {modality}")
-        backbone, backbone_dir, metrics = _backbone(config, modality, run_dir)
+        backbone, backbone_dir, metrics = _backbone(config, modality, run_dir, device)
         backbones.append(backbone)
         weight_files.append(backbone_dir / "model.safetensors")
         backbone_summary[modality] = {
@@ -319,7 +339,9 @@ def run_mfas_search(config: RunConfig, output: Path | None = None, progress: Pro
         mfas.layers,
     )
     example = {m: data.splits["test"].inputs[m][:1] for m in modalities}
-    training = FusionTraining(mfas.width, mfas.epochs_per_eval, mfas.lr, mfas.weight_decay, search_config.batch_size)
+    training = FusionTraining(
+        mfas.width, mfas.epochs_per_eval, mfas.lr, mfas.weight_decay, search_config.batch_size, device
+    )
     search = _Search(space, cache, info.task, metric, training, _costs(space, backbones, example))
     settings = SearchSettings(
         iterations=mfas.iterations,
@@ -361,6 +383,7 @@ def run_mfas_search(config: RunConfig, output: Path | None = None, progress: Pro
     timed = [from_json(e["architecture"]) for e in first["evaluations"][: mfas.timing_architectures]]
     timing = _timing(search, LiveFeatures(backbones, data.splits, cache.standardizers), timed, run_dir / "timing.json")
     timing |= {"cache_build_s": cache_seconds, "cache": mfas.cache, "cache_reused": cache.reused}
+    timing.setdefault("device", str(device))
 
     best_run = max((r for r in results if r["kind"] == "mfas"), key=lambda r: r["final"]["best"]["valid"][metric])
     best = best_run["final"]["best"] | {
