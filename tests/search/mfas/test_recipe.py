@@ -10,7 +10,8 @@ from dynmm.config import load_config
 from dynmm.errors import ConfigError
 from dynmm.eval.evaluate import evaluate
 from dynmm.search.mfas.model import load_found
-from dynmm.search.mfas.recipe import run_mfas_search, search_device
+from dynmm.search.mfas.recipe import run_mfas_search, search_device, search_metric
+from dynmm.specs import TaskSpec
 from dynmm.train.export import load_exported
 from dynmm.train.recipe import data_module, stage_data
 
@@ -117,3 +118,12 @@ def test_device_option():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             search_device("cuda")
+
+
+def test_search_metric_must_be_a_bounded_score():
+    config = load_config(CONFIG, ["--mfas.metric=mae"])
+    with pytest.raises(ConfigError, match="one of \\('acc2'"):
+        search_metric(config, TaskSpec("regression"))
+    with pytest.raises(ConfigError, match="segmentation task"):
+        search_metric(config, TaskSpec("segmentation", 5))
+    assert search_metric(load_config(CONFIG, []), TaskSpec("classification", 3)) == "accuracy"

@@ -50,6 +50,11 @@ Progress = Callable[[str], None]
 def search_metric(config: RunConfig, task: TaskSpec) -> str:
     """What the search maximises: `mfas.metric`, else accuracy (classes) or acc2 (sentiment regression)."""
     assert config.mfas is not None
+    if task.kind == "segmentation":
+        raise ConfigError(
+            f"MFAS fuses pooled backbone features for classification or regression; {config.data.name!r} is a "
+            "segmentation task"
+        )
     metric = config.mfas.metric or ("acc2" if task.kind == "regression" else "accuracy")
     allowed = ("acc2", "acc2_nonzero", "acc7") if task.kind == "regression" else ("accuracy", "macro_f1")
     if metric not in allowed:
