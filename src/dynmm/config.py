@@ -204,7 +204,7 @@ class MFASConfig:
     `search_seeds`: one MFAS search and one random search (same number of evaluations, same training) per seed.
     `cache`: "memory" or "memmap" (`cache_dir`, default `<run>/feature_cache`, keyed by the backbones' weights).
     `timing_architectures`: evaluations also timed with the backbones recomputed for every batch (no cache).
-    `metric`: what the search maximises on `valid` (default: accuracy, or acc2 for sentiment regression).
+    `metric`: what the search maximises on `valid` (default: accuracy; acc2 for sentiment; f1_micro multilabel).
     `device`: where backbones and fusion networks run: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     """
 

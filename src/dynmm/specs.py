@@ -36,10 +36,11 @@ class ModalitySpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What the target is: a real-valued score (regression), one of `num_classes` labels (classification), or
-    one label per pixel (segmentation: target (H, W) int64; pixels labelled with an ignore index count nowhere)."""
+    """What the target is: a real-valued score (regression), one of `num_classes` labels (classification), any
+    subset of `num_classes` labels (multilabel: target (num_classes,) of 0/1, e.g. movie genres), or one label
+    per pixel (segmentation: target (H, W) int64; pixels labelled with an ignore index count nowhere)."""
 
-    kind: Literal["regression", "classification", "segmentation"]
+    kind: Literal["regression", "classification", "multilabel", "segmentation"]
     num_classes: int = 0
 
     @property

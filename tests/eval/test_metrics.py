@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynmm.eval.metrics import affect_metrics, build_metrics, classification_metrics
+from dynmm.eval.metrics import affect_metrics, build_metrics, classification_metrics, primary_metric
 from dynmm.specs import TaskSpec
 
 
@@ -53,3 +53,26 @@ def test_classification_metrics_match_reference():
 def test_build_metrics_by_task():
     assert "mae" in build_metrics(TaskSpec("regression"))
     assert "macro_f1" in build_metrics(TaskSpec("classification", 10))
+
+
+def test_multilabel_task_metrics_loss_and_per_sample_correct():
+    from dynmm.eval.routing_analysis import accuracy_name, per_sample_correct
+    from dynmm.train.task import predictions, task_loss
+
+    task = TaskSpec("multilabel", 4)
+    assert task.output_dim == 4 and primary_metric(task) == ("f1_micro", "max")
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0], [-2.0, 1.0, -0.5, 0.1], [0.3, 0.2, 0.1, 0.0]])
+    target = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    metrics = build_metrics(task)
+    metrics.update(predictions(task, logits), target)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    predicted = logits > 0  # sigmoid(0) = 0.5 is not above the threshold
+    tp = (predicted & (target == 1)).sum().item()
+    fp = (predicted & (target == 0)).sum().item()
+    fn = (~predicted & (target == 1)).sum().item()
+    assert values["f1_micro"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    correct = per_sample_correct(task, logits, target)
+    assert correct.tolist() == [True, False, False]
+    assert values[accuracy_name(task)] == pytest.approx(correct.float().mean().item())
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert float(task_loss(task, logits, target)) == pytest.approx(float(expected))

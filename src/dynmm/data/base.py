@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from dynmm.data.lazy import H5Rows
 from dynmm.errors import DataError
 from dynmm.specs import Batch, Inputs, ModalitySpec, TaskSpec
 
@@ -18,11 +19,13 @@ class MultimodalDataset(Dataset[Batch]):
 
     `flags` (bool, per sample) and `meta` (integer, per sample) carry facts about each sample that are not
     model inputs, e.g. which samples were corrupted, so that per-sample decisions can be analysed later.
+    A modality may also be `H5Rows` (rows read from disk when indexed; `dynmm.data.lazy`), which supports the
+    same indexing; whole-split operations go through `lazy.materialize`.
     """
 
     def __init__(
         self,
-        inputs: Mapping[str, Tensor],
+        inputs: Mapping[str, Tensor | H5Rows],
         target: Tensor,
         flags: Mapping[str, Tensor] | None = None,
         meta: Mapping[str, Tensor] | None = None,
@@ -30,7 +33,8 @@ class MultimodalDataset(Dataset[Batch]):
         if not inputs:
             raise DataError("a multimodal data set needs at least one modality")
         n = int(target.shape[0])
-        self.inputs: dict[str, Tensor] = {k: v.float() for k, v in inputs.items()}
+        # H5Rows duck-types the tensor interface used on a split's rows (shape, len, indexing).
+        self.inputs: dict[str, Tensor] = {k: v.float() if isinstance(v, Tensor) else v for k, v in inputs.items()}  # type: ignore[misc]
         self.target = target
         self.flags: dict[str, Tensor] = {k: v.bool() for k, v in (flags or {}).items()}
         self.meta: dict[str, Tensor] = dict(meta or {})

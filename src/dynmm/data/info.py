@@ -11,7 +11,7 @@ COLUMNS = ("dataset", "split", "N", "modality", "shape", "kind", "task")
 
 
 def _task_text(kind: str, num_classes: int) -> str:
-    return f"classification ({num_classes})" if kind == "classification" else kind
+    return f"{kind} ({num_classes})" if kind in ("classification", "multilabel") else kind
 
 
 def data_info_table() -> list[dict[str, object]]:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, Metric, MetricCollection, PearsonCorrCoef
-from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassJaccardIndex,
+    MultilabelExactMatch,
+    MultilabelF1Score,
+)
 
 from dynmm.specs import SEGMENTATION_IGNORE, TaskSpec
 
@@ -70,6 +77,17 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)  # type: ignore[arg-type]
 
 
+def multilabel_metrics(num_labels: int) -> MetricCollection:
+    """Micro- and macro-F1 at threshold 0.5 (MM-IMDB's metrics in the papers) and exact match (every label
+    right), the per-sample notion of correct that oracle routing uses. Inputs are probabilities."""
+    metrics: dict[str, Metric] = {
+        "f1_micro": MultilabelF1Score(num_labels=num_labels, average="micro", threshold=0.5),
+        "f1_macro": MultilabelF1Score(num_labels=num_labels, average="macro", threshold=0.5),
+        "exact_match": MultilabelExactMatch(num_labels=num_labels, threshold=0.5),
+    }
+    return MetricCollection(metrics)  # type: ignore[arg-type]
+
+
 def segmentation_metrics(num_classes: int) -> MetricCollection:
     """Mean IoU over classes and pixel accuracy, both ignoring unlabeled pixels."""
     metrics: dict[str, Metric] = {
@@ -87,6 +105,8 @@ def build_metrics(task: TaskSpec) -> MetricCollection:
         return affect_metrics()
     if task.kind == "segmentation":
         return segmentation_metrics(task.num_classes)
+    if task.kind == "multilabel":
+        return multilabel_metrics(task.num_classes)
     return classification_metrics(task.num_classes)
 
 
@@ -94,4 +114,6 @@ def primary_metric(task: TaskSpec) -> tuple[str, str]:
     """(metric name, "max" or "min") used to pick the best checkpoint by default."""
     if task.kind == "segmentation":
         return ("miou", "max")
+    if task.kind == "multilabel":
+        return ("f1_micro", "max")
     return ("mae", "min") if task.kind == "regression" else ("accuracy", "max")

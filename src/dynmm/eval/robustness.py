@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from dynmm.data.base import MultimodalDataset
+from dynmm.data.lazy import materialize
 from dynmm.errors import ConfigError
 
 NOISE_KINDS = ("gaussian",)
@@ -55,7 +56,7 @@ def corrupt(
     _check_modalities(dataset, [n.modality for n in noise], "--noise")
     _check_modalities(dataset, drop, "--drop")
     generator = torch.Generator().manual_seed(seed)
-    inputs = dict(dataset.inputs)
+    inputs = {k: materialize(v) for k, v in dataset.inputs.items()}
     for spec in noise:
         x = inputs[spec.modality]
         noise_tensor = torch.randn(x.shape, generator=generator, dtype=x.dtype)

@@ -23,20 +23,28 @@ from dynmm.train.task import predictions, task_loss
 
 
 def accuracy_name(task: TaskSpec) -> str:
-    """The accuracy-like metric that curves and the oracle use: binary sentiment accuracy, or accuracy."""
+    """The accuracy-like metric that curves and the oracle use: binary sentiment accuracy, exact match of every
+    label (multilabel), or accuracy."""
+    if task.kind == "multilabel":
+        return "exact_match"
     return "acc2" if task.kind == "regression" else "accuracy"
 
 
 def recorded_accuracy_name(metrics: dict[str, Any]) -> str:
     """`accuracy_name` of the task whose metrics.json this is (the test metrics tell the task apart)."""
-    return "acc2" if "acc2" in metrics["test"] else "accuracy"
+    for name in ("acc2", "exact_match"):
+        if name in metrics["test"]:
+            return name
+    return "accuracy"
 
 
 def per_sample_correct(task: TaskSpec, outputs: Tensor, target: Tensor) -> Tensor:
-    """Correct rows in the sense of `accuracy_name`: same sentiment sign (non-negative vs negative), or the
-    right class. Its mean equals acc2 / accuracy exactly."""
+    """Correct rows in the sense of `accuracy_name`: same sentiment sign (non-negative vs negative), every label
+    right (multilabel), or the right class. Its mean equals acc2 / exact_match / accuracy exactly."""
     if task.kind == "regression":
         return (outputs.squeeze(-1) >= 0) == (target >= 0)
+    if task.kind == "multilabel":
+        return ((outputs > 0) == (target >= 0.5)).all(dim=-1)  # probability > 0.5, torchmetrics' threshold rule
     return outputs.argmax(dim=-1) == target
 
 

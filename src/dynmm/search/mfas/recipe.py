@@ -48,15 +48,19 @@ Progress = Callable[[str], None]
 
 
 def search_metric(config: RunConfig, task: TaskSpec) -> str:
-    """What the search maximises: `mfas.metric`, else accuracy (classes) or acc2 (sentiment regression)."""
+    """What the search maximises: `mfas.metric`, else accuracy (classes), acc2 (sentiment regression) or
+    micro-F1 (multilabel)."""
     assert config.mfas is not None
     if task.kind == "segmentation":
         raise ConfigError(
             f"MFAS fuses pooled backbone features for classification or regression; {config.data.name!r} is a "
             "segmentation task"
         )
-    metric = config.mfas.metric or ("acc2" if task.kind == "regression" else "accuracy")
-    allowed = ("acc2", "acc2_nonzero", "acc7") if task.kind == "regression" else ("accuracy", "macro_f1")
+    allowed = {
+        "regression": ("acc2", "acc2_nonzero", "acc7"),
+        "multilabel": ("f1_micro", "f1_macro", "exact_match"),
+    }.get(task.kind, ("accuracy", "macro_f1"))
+    metric = config.mfas.metric or allowed[0]
     if metric not in allowed:
         raise ConfigError(f"mfas.metric must be a score in [0, 1] that grows with quality: one of {allowed}")
     return metric
