@@ -198,6 +198,29 @@ def data_info() -> None:
     print_data_info()
 
 
+@data_app.command("check")
+def data_check(
+    path: Path = typer.Argument(..., help="Your file or folder, e.g. data/external/mmimdb/multimodal_imdb.hdf5"),
+    format: str = typer.Option(..., "--format", help="mmimdb, affect, avmnist or nyuv2"),
+) -> None:
+    """Validate a data set in one of the papers' formats (keys, shapes, dtypes, value ranges, split sizes) and
+    print what is wrong, before any training starts. Exits 1 when there are problems."""
+    from dynmm.data.registry import check_files
+
+    report = check_files(format, str(path))
+    table = Table(title=f"{report.format} · {report.path}")
+    table.add_column("found")
+    table.add_column("")
+    for key, value in report.found.items():
+        table.add_row(key, value)
+    console.print(table)
+    for problem in report.problems:
+        console.print(f"[bold red]problem:[/bold red] {problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green]: {format} files at {path} can be loaded with data.options.path={path}")
+
+
 @bench_app.command("baselines")
 def bench_baselines(
     seeds: int = typer.Option(3, help="Seeds per model (metrics are reported as mean and std)."),

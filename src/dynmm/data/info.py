@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dynmm.data.registry import DATASETS, dataset_info
+from dynmm.data.registry import BUNDLED, FORMATS, dataset_info
 
 COLUMNS = ("dataset", "split", "N", "modality", "shape", "kind", "task")
 
@@ -17,7 +17,7 @@ def _task_text(kind: str, num_classes: int) -> str:
 def data_info_table() -> list[dict[str, object]]:
     """One row per (data set, split, modality) with default options; cheap: no tensors are built."""
     rows: list[dict[str, object]] = []
-    for name in DATASETS:
+    for name in BUNDLED:
         info = dataset_info(name)
         task = _task_text(info.task.kind, info.task.num_classes)
         for split, n in info.sizes.items():
@@ -43,4 +43,10 @@ def print_data_info(console: Console | None = None) -> None:
         table.add_column(column, justify="right" if column == "N" else "left")
     for row in data_info_table():
         table.add_row(*(str(row[c]) for c in COLUMNS))
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    if FORMATS:
+        console.print(
+            f"Read from your files (data.options.path; validate with `dynmm data check PATH --format F`): "
+            f"{', '.join(FORMATS)}"
+        )

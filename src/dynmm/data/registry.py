@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from dynmm.data.avclips import AVClipsOptions, avclips_info, load_avclips
 from dynmm.data.avdigits import AVDigitsOptions, avdigits_info, load_avdigits
 from dynmm.data.base import DatasetInfo, MultimodalDataset
+from dynmm.data.check import CheckReport
 from dynmm.data.mosi import load_mosi, mosi_info
 from dynmm.data.rgbd_synth import RGBDSynthOptions, load_rgbd_synth, rgbd_synth_info
 from dynmm.errors import ConfigError
@@ -17,9 +18,17 @@ Loader = Callable[..., dict[str, MultimodalDataset]]
 
 @dataclass(frozen=True)
 class _Entry:
+    """`check` is set for data sets read from a user's files (the papers' formats): `dynmm data check` runs it,
+    and `dynmm data info` lists them without reading anything (they need `path`)."""
+
     loader: Loader
     info: Callable[..., DatasetInfo]
     options: tuple[str, ...]
+    check: Callable[[str], CheckReport] | None = None
+
+    @property
+    def external(self) -> bool:
+        return self.check is not None
 
 
 _ENTRIES: dict[str, _Entry] = {
@@ -31,6 +40,12 @@ _ENTRIES: dict[str, _Entry] = {
 
 DATASETS: dict[str, Loader] = {name: entry.loader for name, entry in _ENTRIES.items()}
 """Name -> loader returning {"train", "valid", "test"} MultimodalDatasets."""
+
+BUNDLED = [name for name, entry in _ENTRIES.items() if not entry.external]
+"""Data sets that work on a fresh clone (bundled files or generated)."""
+
+FORMATS = [name for name, entry in _ENTRIES.items() if entry.external]
+"""Data sets read from a user's files in the papers' formats; their options include `path`."""
 
 
 def _entry(name: str, options: Mapping[str, object]) -> _Entry:
@@ -53,11 +68,31 @@ def accepted_options(name: str) -> tuple[str, ...]:
     return _entry(name, {}).options
 
 
+def _needs_path(name: str, entry: _Entry, options: Mapping[str, object]) -> None:
+    if entry.external and not options.get("path"):
+        raise ConfigError(
+            f"data set {name!r} is read from your files: set data.options.path (see `dynmm data check PATH "
+            f"--format {name}` and the README's 'Running the paper setups')"
+        )
+
+
 def load_dataset(name: str, **options: object) -> dict[str, MultimodalDataset]:
     """Load the train/valid/test splits of a registered data set."""
-    return _entry(name, options).loader(**options)
+    entry = _entry(name, options)
+    _needs_path(name, entry, options)
+    return entry.loader(**options)
 
 
 def dataset_info(name: str, **options: object) -> DatasetInfo:
     """Modalities, task and split sizes of a registered data set, without building its tensors."""
-    return _entry(name, options).info(**options)
+    entry = _entry(name, options)
+    _needs_path(name, entry, options)
+    return entry.info(**options)
+
+
+def check_files(format_name: str, path: str) -> CheckReport:
+    """Validate a user's files for one of the `FORMATS` without training anything."""
+    entry = _ENTRIES.get(format_name)
+    if entry is None or entry.check is None:
+        raise ConfigError(f"unknown format {format_name!r}; choose from {FORMATS}")
+    return entry.check(path)
