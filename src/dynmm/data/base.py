@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dynmm.data.lazy import H5Rows
+from dynmm.data.lazy import LazyRows
 from dynmm.errors import DataError
 from dynmm.specs import Batch, Inputs, ModalitySpec, TaskSpec
 
@@ -19,13 +19,13 @@ class MultimodalDataset(Dataset[Batch]):
 
     `flags` (bool, per sample) and `meta` (integer, per sample) carry facts about each sample that are not
     model inputs, e.g. which samples were corrupted, so that per-sample decisions can be analysed later.
-    A modality may also be `H5Rows` (rows read from disk when indexed; `dynmm.data.lazy`), which supports the
+    A modality may also be `LazyRows` (rows read from disk when indexed: `dynmm.data.lazy`), which supports the
     same indexing; whole-split operations go through `lazy.materialize`.
     """
 
     def __init__(
         self,
-        inputs: Mapping[str, Tensor | H5Rows],
+        inputs: Mapping[str, Tensor | LazyRows],
         target: Tensor,
         flags: Mapping[str, Tensor] | None = None,
         meta: Mapping[str, Tensor] | None = None,
@@ -33,7 +33,7 @@ class MultimodalDataset(Dataset[Batch]):
         if not inputs:
             raise DataError("a multimodal data set needs at least one modality")
         n = int(target.shape[0])
-        # H5Rows duck-types the tensor interface used on a split's rows (shape, len, indexing).
+        # LazyRows duck-types the tensor interface used on a split's rows (shape, len, indexing).
         self.inputs: dict[str, Tensor] = {k: v.float() if isinstance(v, Tensor) else v for k, v in inputs.items()}  # type: ignore[misc]
         self.target = target
         self.flags: dict[str, Tensor] = {k: v.bool() for k, v in (flags or {}).items()}

@@ -1,10 +1,12 @@
-"""Rows of an HDF5 dataset read only when indexed, so a data set larger than memory can stand in a
+"""Rows of an on-disk array read only when indexed, so a data set larger than memory can stand in a
 `MultimodalDataset` like an in-memory tensor.
 
-Why: MM-IMDB's 4096-d VGG features are ~430 MB; reading a batch's rows on demand keeps memory flat and lets a
-run start at once. The file is opened on first use in each process (DataLoader workers each get their own
-handle; h5py handles must not cross a fork), and indexing supports what the library does with a modality's
-rows: an int, a slice, or an index tensor (read in increasing order, as h5py requires, then put back in order).
+Why: MM-IMDB's 4096-d VGG features are ~430 MB and AV-MNIST's audio spectrograms 3 GB as float32; reading a
+batch's rows on demand keeps memory flat and lets a run start at once. The file is opened on first use in each
+process (DataLoader workers each get their own handle: h5py handles and memmaps must not cross a fork or be
+pickled), and indexing supports what the library does with a modality's rows: an int, a slice, an index tensor
+(any order, repeats allowed) or a boolean mask. `LazyRows` holds that logic once; `H5Rows` (an HDF5 dataset)
+and `NpyRows` (a memory-mapped .npy file, in `npy_rows.py`) only open their file and read sorted rows.
 """
 
 from __future__ import annotations
@@ -20,9 +22,101 @@ from torch import Tensor
 
 from dynmm.errors import DataError
 
+RowIndex = int | np.integer | slice | Tensor | np.ndarray | list[int]
+"""What indexing a modality's rows accepts: one row, a slice, an index tensor/array/list, a boolean mask."""
 
-class H5Rows:
-    """Rows `start..stop` of dataset `key` in the HDF5 file `path`, as float32 tensors, times `scale`.
+
+def single_row(index: int | np.integer, length: int) -> int:
+    """A (possibly negative) row number checked against `length`."""
+    row = int(index) + (length if index < 0 else 0)
+    if not 0 <= row < length:
+        raise IndexError(f"row {index} out of range for {length} rows")
+    return row
+
+
+def row_indices(index: slice | Tensor | np.ndarray | list[int], length: int) -> np.ndarray:
+    """The row numbers a slice, index tensor/array/list or boolean mask selects, checked against `length`."""
+    if isinstance(index, slice):
+        return np.arange(*index.indices(length))
+    wanted = torch.as_tensor(index)
+    if wanted.dtype == torch.bool:
+        if wanted.shape != (length,):
+            raise IndexError(f"a boolean mask over {length} rows has shape {tuple(wanted.shape)}")
+        wanted = wanted.nonzero().reshape(-1)
+    rows = wanted.long().reshape(-1).numpy()
+    if rows.size and (rows.min() < 0 or rows.max() >= length):
+        raise IndexError(f"row index out of range for {length} rows")
+    return rows
+
+
+class LazyRows:
+    """Rows `start..stop` of an on-disk array, each reshaped to `row_shape`, as float32 tensors times `scale`.
+
+    Subclasses implement `_open()` (the array-like, opened once per process) and may override `_read` (values
+    of sorted, unique absolute row indices).
+    """
+
+    dtype = torch.float32
+    device = torch.device("cpu")
+
+    def __init__(
+        self, path: str | Path, start: int, stop: int, scale: float = 1.0, row_shape: tuple[int, ...] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.start, self.stop, self.scale = int(start), int(stop), float(scale)
+        self._handle: Any = None
+        self._pid = -1
+        total, *tail = self._array().shape
+        stored = tuple(int(d) for d in tail)
+        self.row_shape = stored if row_shape is None else tuple(int(d) for d in row_shape)
+        if int(np.prod(self.row_shape)) != int(np.prod(stored)):
+            raise DataError(f"{self.path}: a stored row has shape {stored}, which cannot be read as {self.row_shape}")
+        if not 0 <= self.start <= self.stop <= total:
+            raise DataError(f"{self.path} has {total} rows; rows {self.start}..{self.stop} were asked for")
+        self.shape = torch.Size((self.stop - self.start, *self.row_shape))
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def _array(self) -> Any:
+        if self._handle is None or self._pid != os.getpid():
+            self._handle, self._pid = self._open(), os.getpid()
+        return self._handle
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self._array()[rows])
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getstate__(self) -> dict[str, Any]:  # a DataLoader worker opens the file itself
+        return {**self.__dict__, "_handle": None, "_pid": -1}
+
+    def __getitem__(self, index: RowIndex) -> Tensor:
+        if isinstance(index, int | np.integer):
+            return self[np.array([single_row(index, len(self))])][0]
+        rows = row_indices(index, len(self))
+        unique, inverse = np.unique(rows, return_inverse=True)
+        if unique.size == 0:
+            values = np.empty((0, *self.row_shape), dtype=np.float32)
+        elif unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one range read
+            values = np.asarray(self._array()[self.start + unique[0] : self.start + unique[-1] + 1])
+        else:
+            values = self._read(self.start + unique)
+        out = np.array(values, dtype=np.float32)[inverse]  # a copy: the file's array stays untouched
+        if self.scale != 1.0:
+            out *= np.float32(self.scale)
+        return torch.from_numpy(out.reshape(rows.size, *self.row_shape))
+
+    def index_select(self, dim: int, index: Tensor) -> Tensor:
+        """`tensor.index_select(0, rows)` for code written against tensors (e.g. tiling benchmark rows)."""
+        if dim != 0:
+            raise IndexError(f"{type(self).__name__} selects rows only (dim 0), got dim {dim}")
+        return self[index]
+
+
+class H5Rows(LazyRows):
+    """Rows `start..stop` of dataset `key` in the HDF5 file `path` (h5py reads sorted index lists).
 
     Args:
         path: the HDF5 file.
@@ -32,50 +126,18 @@ class H5Rows:
     """
 
     def __init__(self, path: str | Path, key: str, start: int, stop: int, scale: float = 1.0) -> None:
-        self.path, self.key = Path(path), key
-        self.start, self.stop, self.scale = int(start), int(stop), float(scale)
-        self._file: h5py.File | None = None
-        self._pid = -1
-        with h5py.File(self.path, "r") as f:
-            if key not in f:
-                raise DataError(f"{self.path} has no dataset {key!r}; it has {sorted(f.keys())}")
-            total, *tail = f[key].shape
-        if not 0 <= self.start <= self.stop <= total:
-            raise DataError(f"{self.path}:{key} has {total} rows; rows {self.start}..{self.stop} were asked for")
-        self.shape = torch.Size((self.stop - self.start, *tail))
+        self.key = key
+        super().__init__(path, start, stop, scale)
 
-    def __len__(self) -> int:
-        return int(self.shape[0])
-
-    def _dataset(self) -> Any:
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file[self.key]
-
-    def __getstate__(self) -> dict[str, Any]:  # a DataLoader worker reopens the file itself
-        return {**self.__dict__, "_file": None, "_pid": -1}
-
-    def __getitem__(self, index: int | slice | Tensor | np.ndarray | list[int]) -> Tensor:
-        data = self._dataset()
-        if isinstance(index, int | np.integer):
-            row = int(index) + (len(self) if index < 0 else 0)
-            if not 0 <= row < len(self):
-                raise IndexError(f"row {index} out of range for {len(self)} rows")
-            values = data[self.start + row]
-        elif isinstance(index, slice):
-            lo, hi, step = index.indices(len(self))
-            values = data[self.start + lo : self.start + hi][::step]
-        else:
-            rows = torch.as_tensor(index).long().reshape(-1).numpy()
-            if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
-                raise IndexError(f"row index out of range for {len(self)} rows")
-            unique, inverse = np.unique(rows, return_inverse=True)
-            values = data[self.start + unique] if unique.size else np.empty((0, *self.shape[1:]))
-            values = values[inverse]
-        return torch.from_numpy(np.asarray(values, dtype=np.float32) * np.float32(self.scale))
+    def _open(self) -> Any:
+        handle = h5py.File(self.path, "r")
+        if self.key not in handle:
+            keys = sorted(handle.keys())
+            handle.close()
+            raise DataError(f"{self.path} has no dataset {self.key!r}; it has {keys}")
+        return handle[self.key]
 
 
-def materialize(x: Tensor | H5Rows) -> Tensor:
+def materialize(x: Tensor | LazyRows) -> Tensor:
     """An in-memory tensor of all rows (for whole-split operations such as adding noise)."""
     return x if isinstance(x, Tensor) else x[:]

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
+from dynmm.data.affect import AFFECT_OPTIONS, affect_info, check_affect, load_affect
 from dynmm.data.avclips import AVClipsOptions, avclips_info, load_avclips
 from dynmm.data.avdigits import AVDigitsOptions, avdigits_info, load_avdigits
+from dynmm.data.avmnist import AVMNIST_OPTIONS, avmnist_info, check_avmnist, load_avmnist
 from dynmm.data.base import DatasetInfo, MultimodalDataset
 from dynmm.data.check import CheckReport
+from dynmm.data.mmimdb import MMIMDB_OPTIONS, check_mmimdb, load_mmimdb, mmimdb_info
 from dynmm.data.mosi import load_mosi, mosi_info
+from dynmm.data.nyuv2 import NYUV2_OPTIONS, check_nyuv2, load_nyuv2, nyuv2_info
 from dynmm.data.rgbd_synth import RGBDSynthOptions, load_rgbd_synth, rgbd_synth_info
 from dynmm.errors import ConfigError
 
@@ -36,6 +40,11 @@ _ENTRIES: dict[str, _Entry] = {
     "avdigits": _Entry(load_avdigits, avdigits_info, ("seed", *(f.name for f in fields(AVDigitsOptions)))),
     "avclips": _Entry(load_avclips, avclips_info, ("seed", *(f.name for f in fields(AVClipsOptions)))),
     "rgbd_synth": _Entry(load_rgbd_synth, rgbd_synth_info, ("seed", *(f.name for f in fields(RGBDSynthOptions)))),
+    # The papers' formats, read from a user's files (data.options.path).
+    "mmimdb": _Entry(load_mmimdb, mmimdb_info, MMIMDB_OPTIONS, check_mmimdb),
+    "affect": _Entry(load_affect, affect_info, AFFECT_OPTIONS, check_affect),
+    "avmnist": _Entry(load_avmnist, avmnist_info, AVMNIST_OPTIONS, check_avmnist),
+    "nyuv2": _Entry(load_nyuv2, nyuv2_info, NYUV2_OPTIONS, check_nyuv2),
 }
 
 DATASETS: dict[str, Loader] = {name: entry.loader for name, entry in _ENTRIES.items()}
