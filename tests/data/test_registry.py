@@ -2,12 +2,15 @@ import pytest
 import torch
 
 from dynmm.data.base import MultimodalDataset, collate
-from dynmm.data.registry import DATASETS, accepted_options, dataset_info, load_dataset
+from dynmm.data.registry import BUNDLED, DATASETS, FORMATS, accepted_options, dataset_info, load_dataset
 from dynmm.errors import ConfigError, DataError
 
 
 def test_known_names() -> None:
-    assert set(DATASETS) == {"mosi", "avdigits", "avclips", "rgbd_synth"}
+    assert set(BUNDLED) == {"mosi", "avdigits", "avclips", "rgbd_synth"}
+    assert set(FORMATS) == {"mmimdb", "affect", "avmnist", "nyuv2"}
+    assert set(DATASETS) == set(BUNDLED) | set(FORMATS)
+    assert all("path" in accepted_options(name) for name in FORMATS)
     assert accepted_options("mosi") == ("split_column", "stats_split_column")
     assert {"seed", "train_size", "hard_image_fraction", "audio_snr_db"} <= set(accepted_options("avdigits"))
     assert {"seed", "train_size", "height", "hole_rate", "normalize"} <= set(accepted_options("rgbd_synth"))
