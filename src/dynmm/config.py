@@ -48,7 +48,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and Lightning Trainer settings."""
+    """Optimisation and Lightning Trainer settings.
+
+    `accelerator`, `devices`, `strategy` and `num_nodes` go to the Trainer as they are: e.g. `devices: 2,
+    strategy: ddp` trains on two processes (GPUs, or CPU processes with gloo), `num_nodes` spans machines.
+    """
 
     max_epochs: int = 20
     lr: float = 1e-3
@@ -60,6 +64,8 @@ class TrainConfig:
     gradient_clip_val: float | None = None
     accelerator: str = "cpu"
     devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
     deterministic: bool = True
     progress_bar: bool = True
     limit_train_batches: float | None = None

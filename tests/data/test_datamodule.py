@@ -50,7 +50,14 @@ def test_shuffle_is_seeded_and_eval_order_fixed(dm: MultimodalDataModule) -> Non
     assert order != dm.splits["train"].target[:48].tolist()
     assert order != epoch_targets(other.train_dataloader())
     loader = dm.train_dataloader()
-    assert epoch_targets(loader) != epoch_targets(loader)  # a new order every epoch, still seeded
+    first = epoch_targets(loader)
+    loader.sampler.set_epoch(1)  # Lightning tells the sampler the epoch: a new order every epoch, still seeded
+    assert epoch_targets(loader) != first
+    resumed = dm.train_dataloader()  # a resumed run rebuilds the loader: epoch 1's order is epoch 1's order
+    resumed.sampler.set_epoch(1)
+    assert epoch_targets(resumed) == epoch_targets(loader)
+    loader.sampler.set_epoch(0)
+    assert epoch_targets(loader) == first
     val_targets = torch.cat([t for _, t in dm.val_dataloader()])
     assert torch.equal(val_targets, dm.splits["valid"].target)
 

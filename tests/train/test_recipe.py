@@ -128,7 +128,7 @@ def test_eval_probes_of_a_dynmm_run(finished):
     assert dropped.metrics["acc2"] == pytest.approx(result.metrics["experts"]["text"]["acc2"])
 
 
-def test_eval_and_sweep_from_the_command_line(finished, tmp_path):
+def test_eval_and_sweep_from_the_command_line(finished, tmp_path, monkeypatch):
     result, _ = finished
     runner = CliRunner()
     out = runner.invoke(app, ["eval", str(result.run_dir), "--noise", "audio:gaussian:1", "--drop", "video"])
@@ -153,6 +153,14 @@ def test_eval_and_sweep_from_the_command_line(finished, tmp_path):
     summary = json.loads(summary_path.read_text())
     assert [p["lambda"] for p in summary["points"]] == [0.0, 1.0]
     assert {e["name"] for e in summary["experts"]} == {"text", "late_fusion"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished sweep point was trained again")
+
+    monkeypatch.setattr("dynmm.train.run.train_run", no_training)  # a restarted sweep skips finished points
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(summary_path.read_text())["points"] == summary["points"]
 
 
 def test_report_command_adds_speed_and_sweep(finished, tmp_path):

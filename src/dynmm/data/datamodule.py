@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from dynmm.data.base import DatasetInfo, MultimodalDataset, collate, info_from_splits
 from dynmm.data.registry import accepted_options, check_options, dataset_info, load_dataset
 from dynmm.errors import ConfigError
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffle whose order is a function of (seed, epoch) only.
+
+    Why: a run resumed from the checkpoint of epoch k must see exactly the batches the uninterrupted run saw in
+    epoch k + 1. A DataLoader's own generator advances with every epoch and restarts from the seed on resume;
+    this sampler is told the epoch by Lightning (`set_epoch`, as for DistributedSampler) instead.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 class MultimodalDataModule(pl.LightningDataModule):
@@ -59,14 +82,17 @@ class MultimodalDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.splits:
             raise RuntimeError(f"call setup() before asking for the {split} loader")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        dataset = self.splits[split]
         return DataLoader(
-            self.splits[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
+            # Its own generator: creating an iterator draws a worker base seed, which must not advance the global
+            # RNG that dropout and Gumbel noise use (Lightning creates iterators at slightly different moments
+            # in a resumed run).
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             collate_fn=collate,
-            generator=generator,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
 from dynmm.config import TrainConfig
@@ -26,6 +27,29 @@ from dynmm.io import atomic_write, atomic_write_json
 from dynmm.train.module import OPTIMIZERS
 
 LAST_CHECKPOINT = "last.ckpt"
+
+
+class EpochSeeding(pl.Callback):
+    """Seed every RNG at the start of each training epoch from (seed, epoch).
+
+    Why: a resumed run starts from the checkpoint of its last finished epoch, but RNG states (dropout masks,
+    Gumbel noise, random paths of a supernet) are not in the checkpoint; reseeding per epoch makes epoch k draw
+    the same numbers whether or not the run was interrupted before it, so a resumed run ends bit-identical on CPU.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(self.seed * 1_000_003 + trainer.current_epoch, workers=True, verbose=False)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed into place, so a run killed while saving keeps its
+    previous `last.ckpt` intact instead of a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 @dataclass
@@ -64,20 +88,25 @@ def fit(
     monitor: str,
     mode: str,
     resume: bool,
+    seed: int,
     callbacks: list[pl.Callback] | None = None,
 ) -> FitResult:
-    """Train `module`; resume from `stage_dir`'s last checkpoint when asked; load the best weights back into it."""
+    """Train `module`; resume from `stage_dir`'s last checkpoint when asked; load the best weights back into it.
+    Every epoch is seeded from (`seed`, epoch), so an interrupted and resumed fit equals an uninterrupted one."""
     quiet_lightning()
     checkpoint = ModelCheckpoint(
         dirpath=stage_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True
     )
-    all_callbacks: list[pl.Callback] = [checkpoint, *(callbacks or [])]
+    all_callbacks: list[pl.Callback] = [checkpoint, EpochSeeding(seed), *(callbacks or [])]
     if train.early_stopping_patience is not None:
         all_callbacks.append(EarlyStopping(monitor, patience=train.early_stopping_patience, mode=mode))
     trainer = pl.Trainer(
         max_epochs=train.max_epochs,
         accelerator=train.accelerator,
         devices=train.devices,
+        strategy=train.strategy,
+        num_nodes=train.num_nodes,
+        plugins=[AtomicCheckpointIO()],
         deterministic=train.deterministic,
         callbacks=all_callbacks,
         logger=CSVLogger(stage_dir, name="logs"),  # version_N per (re)start: resuming never deletes logs
@@ -120,7 +149,7 @@ def fit_stage(
         model.load_state_dict(load_file(str(stage_dir / STAGE_WEIGHTS)))
         return dict(json.loads(done.read_text()))
     pl.seed_everything(seed, workers=True, verbose=False)
-    fitted = fit(module, data, stage_dir, train, monitor[0], monitor[1], resume=True, callbacks=callbacks)
+    fitted = fit(module, data, stage_dir, train, monitor[0], monitor[1], True, seed, callbacks)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(stage_dir / STAGE_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
     summary = {"train_time_s": fitted.train_time_s, "epochs": fitted.epochs, "monitor": monitor[0]}

@@ -158,7 +158,7 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
 
     module = SupervisedModule(model, info.task, config.train.lr, config.train.weight_decay, config.train.optimizer)
     monitor, mode = monitor_for(config.train, info.task)
-    fitted = fit(module, data, run_dir, config.train, monitor, mode, resume)
+    fitted = fit(module, data, run_dir, config.train, monitor, mode, resume, config.seed)
     trained = module.model
     metrics: dict[str, Any] = {
         "valid": evaluate(trained, data.val_dataloader(), info.task),
