@@ -96,6 +96,8 @@ def test_dispatch_holds_less_memory_than_dense_when_the_full_expert_is_skipped()
     peaks = row["peak_memory_bytes"]
     assert peaks["dispatch"] * 2 < peaks["dense"]
     assert peaks["dispatch"] >= 256 * 4 * 4  # at least the (256, 4) float32 output
+    assert row["dense_tensor_bytes"] == 256 * 2 * 4 * 4  # (256, 2 experts, 4) float32, for reference
+    assert row["peak_memory_ratio"]["vs_dense"] == pytest.approx(peaks["dense"] / peaks["dispatch"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -185,6 +187,8 @@ def test_tables_have_a_column_per_mode_and_speedup():
     assert cells["routing"] == "forced" and cells["pred. vs masked"].endswith("×")
     (memory,) = memory_table({"rows": rows}, ["masked", "dispatch"])
     assert float(memory["peak MiB masked"]) == pytest.approx(rows[0]["peak_memory_bytes"]["masked"] / 2**20, abs=0.01)
+    ratio = rows[0]["peak_memory_bytes"]["masked"] / rows[0]["peak_memory_bytes"]["dispatch"]
+    assert memory["peak masked / dispatch"] == f"{ratio:.2f}×" and memory["dense tensor KiB"] == "0.1"  # 4·2·4·4 B
 
 
 def _export_tiny_avdigits_dynmm(directory):

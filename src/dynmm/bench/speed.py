@@ -178,21 +178,34 @@ def speedups(values: dict[Mode, float]) -> dict[str, float]:
     return {f"vs_{mode}": values[mode] / values["dispatch"] for mode in values if mode != "dispatch"}
 
 
+def dense_tensor_bytes(model: ModalityLevelDynMM, output: Tensor) -> int:
+    """Bytes of the (batch, experts, output) tensor stacking every expert's output on every row, the dense tensor a
+    masked forward that stacks before masking would hold; `output` is one call's (batch, output) result. Dispatch
+    never builds it, and masked and dense here sum the expert outputs instead of stacking them
+    (tests/reliability/test_dispatch_memory.py checks both)."""
+    return len(model.experts) * output.numel() * output.element_size()
+
+
 def measure_modes(
     model: ModalityLevelDynMM, x: Inputs, forced: Tensor | None, modes: Sequence[Mode], repeats: int
 ) -> dict[str, Any]:
-    """Counted MAdds per sample, median time and peak memory of one inference call in each mode."""
+    """Counted MAdds per sample, median time and peak memory of one inference call in each mode, and the size of
+    the dense tensor for reference."""
     device, batch = _device(x), next(iter(x.values())).shape[0]
     calls = {mode: _inference_call(model, x, mode, forced) for mode in modes}
     madds = {mode: count_madds(call).total / batch for mode, call in calls.items()}
     seconds = {mode: median_seconds(call, repeats, device=device) for mode, call in calls.items()}
     peaks = {mode: peak_memory_bytes(call, device) for mode, call in calls.items()}  # after timing's warm-up
+    with torch.inference_mode():
+        output = next(iter(calls.values()))()  # every mode returns the same (batch, output) shape
     return {
         "madds_per_sample": madds,
         "median_ms": {mode: 1e3 * s for mode, s in seconds.items()},
         "peak_memory_bytes": peaks,
+        "dense_tensor_bytes": dense_tensor_bytes(model, output),
         "predicted_speedup": speedups(madds),
         "realized_speedup": speedups(seconds),
+        "peak_memory_ratio": speedups({mode: float(peak) for mode, peak in peaks.items()}),
     }
 
 
@@ -380,8 +393,15 @@ def time_table(entry: dict[str, Any], modes: Sequence[str]) -> list[dict[str, st
 
 
 def memory_table(entry: dict[str, Any], modes: Sequence[str]) -> list[dict[str, str]]:
-    """The CLI's memory table for one model: per mode the peak MiB one inference call allocates."""
-    return [
-        _setting(row) | {f"peak MiB {mode}": f"{row['peak_memory_bytes'][mode] / 2**20:.2f}" for mode in modes}
-        for row in entry["rows"]
-    ]
+    """The CLI's memory table for one model: per mode the peak MiB one inference call allocates, the other modes'
+    peak over dispatch's, and the dense (batch, experts, output) tensor's KiB for reference."""
+    table = []
+    for row in entry["rows"]:
+        cells = _setting(row)
+        cells |= {f"peak MiB {mode}": f"{row['peak_memory_bytes'][mode] / 2**20:.2f}" for mode in modes}
+        ratios = row.get("peak_memory_ratio", {})
+        cells |= {f"peak {key.removeprefix('vs_')} / dispatch": f"{v:.2f}×" for key, v in ratios.items()}
+        if "dense_tensor_bytes" in row:
+            cells["dense tensor KiB"] = f"{row['dense_tensor_bytes'] / 2**10:.1f}"
+        table.append(cells)
+    return table
