@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dynmm.errors import DynmmError
@@ -32,13 +33,18 @@ def train(
     config: Path = typer.Argument(..., help="YAML run configuration, e.g. configs/mosi/static.yaml"),
     resume: bool = typer.Option(False, "--resume", help="Continue runs/<name> from its last checkpoint."),
 ) -> None:
-    """Train a model: `dynmm train CONFIG.yaml [--section.key=value ...] [--resume]`."""
+    """Train a model: `dynmm train CONFIG.yaml [--section.key=value ...] [--resume]`.
+
+    Several processes: `--train.devices=2 --train.strategy=ddp` (Lightning starts the other ranks by re-running
+    this command line), or `torchrun --nproc_per_node=2 -m dynmm.cli train ...`; rank 0 writes and prints."""
     from dynmm.config import load_config
+    from dynmm.train.distributed import is_main_process
     from dynmm.train.run import train_run
 
     result = train_run(load_config(config, list(ctx.args)), resume=resume)
-    console.print(f"run written to [bold]{result.run_dir}[/bold]")
-    _print_metrics(result.metrics)
+    if is_main_process():
+        console.print(f"run written to [bold]{result.run_dir}[/bold]")
+        _print_metrics(result.metrics)
 
 
 @app.command("eval")
@@ -416,5 +422,10 @@ def main() -> None:
     try:
         app()
     except DynmmError as err:
-        console.print(f"[bold red]error:[/bold red] {err}")
+        # Escaped: a message may quote text in brackets; soft_wrap: one line however narrow the terminal.
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # `python -m dynmm.cli`, and so `torchrun -m dynmm.cli` and Lightning's DDP launcher
+    main()

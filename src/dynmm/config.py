@@ -51,7 +51,11 @@ class TrainConfig:
     """Optimisation and Lightning Trainer settings.
 
     `accelerator`, `devices`, `strategy` and `num_nodes` go to the Trainer as they are: e.g. `devices: 2,
-    strategy: ddp` trains on two processes (GPUs, or CPU processes with gloo), `num_nodes` spans machines.
+    strategy: ddp` trains on two processes (GPUs, or CPU processes with gloo), `num_nodes` spans machines; torchrun
+    and SLURM's srun start the processes themselves. `data.batch_size` is then per process: 2 processes × 16 rows
+    step like 1 process × 32. Stages that skip parameters in training (fusion-level stage I and static ops,
+    AdaMML's finetune phase and single-modality baselines) switch `ddp` to `ddp_find_unused_parameters_true`.
+    Rank 0 alone writes files; README "Several processes, GPUs and machines" says what runs where.
     """
 
     max_epochs: int = 20
@@ -341,7 +345,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"override {token!r} has no value; write --{key}=VALUE")
             i += 1
             text = overrides[i]
-        value = yaml.safe_load(text) if text != "" else ""
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {token!r}: the value is not valid YAML ({yaml_problem(err)})") from err
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -370,14 +377,24 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines and quotes the
+    source, which the CLI's one-line errors must not)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err})") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from err
     if raw is None:
         return {}
     if not isinstance(raw, dict):

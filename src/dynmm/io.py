@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dynmm.errors import DataError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -38,3 +40,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """A JSON object from `path`; a missing, unreadable or damaged file, or one that holds no object, is a
+    DataError naming the file (`what` says what it should be, e.g. "the run's metrics")."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing ({what})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}); {what} is damaged") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path} must hold a JSON object ({what}), got a {type(data).__name__}")
+    return data

@@ -23,12 +23,19 @@ MODES: tuple[Mode, ...] = ("dense", "masked", "dispatch")
 Branch = Callable[[Inputs], Tensor]
 
 
-def rows_per_branch(choice: Tensor, num_branches: int) -> list[Tensor]:
-    """Indices of the rows that chose each branch (ascending, possibly empty)."""
+def check_choice(choice: Tensor, num_branches: int, values: bool = True) -> None:
+    """One integer branch index per row; with `values`, each in [0, num_branches) (reading them syncs a GPU)."""
     if choice.dim() != 1:
         raise InputError(f"routing choice must be one index per row, got shape {tuple(choice.shape)}")
-    if choice.numel() and (int(choice.min()) < 0 or int(choice.max()) >= num_branches):
+    if choice.dtype == torch.bool or choice.is_floating_point() or choice.is_complex():
+        raise InputError(f"routing choice must hold integer branch indices, got dtype {choice.dtype}")
+    if values and choice.numel() and (int(choice.min()) < 0 or int(choice.max()) >= num_branches):
         raise InputError(f"routing choice must lie in [0, {num_branches - 1}], got {choice.unique().tolist()}")
+
+
+def rows_per_branch(choice: Tensor, num_branches: int) -> list[Tensor]:
+    """Indices of the rows that chose each branch (ascending, possibly empty)."""
+    check_choice(choice, num_branches)
     order = torch.argsort(choice, stable=True)
     counts = torch.bincount(choice, minlength=num_branches).tolist()
     return list(order.split(counts))
@@ -62,6 +69,7 @@ def combine(branches: Sequence[Branch], inputs: Inputs, weights: Tensor) -> Tens
     """Run every branch on every row and sum the outputs weighted per row: (batch, branches) weights."""
     if weights.dim() != 2 or weights.shape[1] != len(branches):
         raise InputError(f"routing weights must be (batch, {len(branches)}), got {tuple(weights.shape)}")
+    _check_rows(inputs, weights.shape[0], "weights")  # one weight row per input row, or they would broadcast
     total: Tensor | None = None
     for i, branch in enumerate(branches):
         result = branch(inputs)
@@ -69,6 +77,13 @@ def combine(branches: Sequence[Branch], inputs: Inputs, weights: Tensor) -> Tens
         total = w * result if total is None else total + w * result
     assert total is not None
     return total
+
+
+def _check_rows(inputs: Inputs, rows: int, what: str) -> None:
+    """Every input tensor must have one row per routing decision."""
+    wrong = {name: x.shape[0] for name, x in inputs.items() if x.dim() == 0 or x.shape[0] != rows}
+    if wrong:
+        raise InputError(f"routing {what} covers {rows} rows but the inputs have {wrong}")
 
 
 def route(branches: Sequence[Branch], inputs: Inputs, choice: Tensor, weights: Tensor | None, mode: Mode) -> Tensor:
@@ -79,11 +94,20 @@ def route(branches: Sequence[Branch], inputs: Inputs, choice: Tensor, weights: T
     masked: every branch on every row, keeping the chosen one via a one-hot mask — what the papers' code does;
         a reference for tests and speed comparisons only.
     dispatch: each branch on its own rows only — inference.
+
+    Every mode refuses an empty batch (dispatch could not tell the output's shape without calling a branch that
+    no row chose), a choice that is not one integer index in [0, branches) per input row, and inputs whose row
+    counts differ from it.
     """
+    check_choice(choice, len(branches), values=False)  # dispatch and masked read the values below
+    _check_rows(inputs, choice.shape[0], "choice")
+    if choice.shape[0] == 0:
+        raise InputError("routing got an empty batch (0 rows)")
     if mode == "dispatch":
         return dispatch(branches, inputs, choice)
     if mode == "masked":
-        mask = torch.nn.functional.one_hot(choice, len(branches))
+        check_choice(choice, len(branches))
+        mask = torch.nn.functional.one_hot(choice.long(), len(branches))
         return combine(branches, inputs, mask)
     if mode == "dense":
         if weights is None:

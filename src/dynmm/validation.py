@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dynmm.errors import InputError
 from dynmm.specs import ModalitySpec
@@ -22,10 +22,13 @@ def check_inputs(
     *,
     where: str = "model",
     check_finite: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> int:
     """Validate `inputs` against `specs` for the `required` modalities; return the batch size.
 
-    Extra keys are allowed (a model may use a subset of a data set's modalities).
+    Extra keys are allowed (a model may use a subset of a data set's modalities). `dtype`: the floating-point
+    type the model computes in (`parameter_dtype(model)`); a float64 batch into a float32 model would otherwise
+    fail deep inside a layer with a message that names no modality.
     """
     if not isinstance(inputs, Mapping):
         raise InputError(f"{where}: inputs must be a dict of modality -> tensor, got {type(inputs).__name__}")
@@ -45,6 +48,11 @@ def check_inputs(
             raise InputError(f"{where}: modality {name!r} must be a torch.Tensor, got {type(x).__name__}")
         if not torch.is_floating_point(x):
             raise InputError(f"{where}: modality {name!r} must be a floating-point tensor, got dtype {x.dtype}")
+        if dtype is not None and x.dtype != dtype:
+            raise InputError(
+                f"{where}: modality {name!r} has dtype {x.dtype} but the model computes in {dtype}; "
+                f"convert it with .to({dtype})"
+            )
         expected = tuple(spec.shape)
         if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise InputError(
@@ -61,3 +69,8 @@ def check_inputs(
     if batch == 0:
         raise InputError(f"{where}: empty batch (0 samples)")
     return int(batch or 0)
+
+
+def parameter_dtype(module: nn.Module) -> torch.dtype | None:
+    """The floating-point dtype of a module's first floating-point parameter (None if it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)

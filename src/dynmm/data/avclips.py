@@ -327,8 +327,8 @@ def load_avclips(seed: int = 0, **options: object) -> dict[str, MultimodalDatase
     Options: see AVClipsOptions.
     """
     opts = avclips_options(**options)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"avclips seed must be an int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"avclips seed must be an int >= 0, got {seed!r}")
     mnist = _mnist(str(data_file(*MNIST_FILE)))
     fsdd_path = str(data_file(*FSDD_FILE))
     _, _, fsdd_digit, fsdd_index = _fsdd(fsdd_path, opts.clip_samples)

@@ -215,8 +215,8 @@ def load_avdigits(seed: int = 0, **options: object) -> dict[str, MultimodalDatas
     bundled files). Options: see AVDigitsOptions.
     """
     opts = avdigits_options(**options)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"avdigits seed must be an int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"avdigits seed must be an int >= 0, got {seed!r}")
     mnist = _load_mnist(str(data_file(*MNIST_FILE)))
     fsdd_path = str(data_file(*FSDD_FILE))
     fsdd = _load_fsdd(fsdd_path)

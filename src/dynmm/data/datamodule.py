@@ -20,20 +20,33 @@ class EpochShuffle(Sampler[int]):
     Why: a run resumed from the checkpoint of epoch k must see exactly the batches the uninterrupted run saw in
     epoch k + 1. A DataLoader's own generator advances with every epoch and restarts from the seed on resume;
     this sampler is told the epoch by Lightning (`set_epoch`, as for DistributedSampler) instead.
+
+    With `world_size` ranks, rank r takes every world_size-th index of the same permutation, starting at r, so
+    that step k of the ranks together sees exactly the rows of step k of one process with world_size times the
+    batch size. The permutation is padded with its own first indices to a multiple of world_size (as
+    DistributedSampler does), so every rank runs the same number of steps, which DDP needs.
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, {world_size - 1}], got {rank}")
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.world_size == 1:
+            return iter(order)
+        total = len(self) * self.world_size
+        padded = (order * -(-total // max(self.size, 1)))[:total]
+        return iter(padded[self.rank :: self.world_size])
 
 
 class MultimodalDataModule(pl.LightningDataModule):
@@ -41,6 +54,11 @@ class MultimodalDataModule(pl.LightningDataModule):
 
     `seed` drives the training-set shuffle and, for data sets built from a seed (avdigits), their
     construction unless `options` sets `seed` itself.
+
+    Under a Trainer with several processes the training loader gives each rank its shard (EpochShuffle) of
+    `batch_size` rows per step: `batch_size` is per process, as everywhere in Lightning. The validation and test
+    loaders give every rank the whole split, so that every rank logs the same validation values and picks the
+    same best checkpoint as one process would (validation is repeated on each rank; it costs no backward pass).
     """
 
     def __init__(
@@ -83,10 +101,12 @@ class MultimodalDataModule(pl.LightningDataModule):
         if not self.splits:
             raise RuntimeError(f"call setup() before asking for the {split} loader")
         dataset = self.splits[split]
+        trainer = self.trainer  # set while a Trainer uses this module (fit.py detaches it afterwards)
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
+            sampler=EpochShuffle(len(dataset), self.seed, rank, world_size) if shuffle else None,
             # Its own generator: creating an iterator draws a worker base seed, which must not advance the global
             # RNG that dropout and Gumbel noise use (Lightning creates iterators at slightly different moments
             # in a resumed run).

@@ -189,11 +189,19 @@ class MatFrames:
         return self.lookup[raw]
 
 
+def _open_mat(path: Path) -> h5py.File:
+    """The .mat opened read-only; a file h5py cannot open (e.g. cut short after its header) is a DataError."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path} cannot be read as HDF5 ({err}); is the file truncated? download it again") from None
+
+
 def validate_mat(path: Path, depth_key: str = MAT_KEYS["depth"]) -> tuple[int, tuple[int, int]]:
     """(frames, (H, W)) of a `.mat`, after checking its datasets' presence, ranks and agreement."""
     if not h5py.is_hdf5(path):
         raise DataError(f"{path} is not a MATLAB v7.3 (HDF5) file; {_not_hdf5(path)}")
-    with h5py.File(path, "r") as f:
+    with _open_mat(path) as f:
         keys = (MAT_KEYS["rgb"], depth_key, MAT_KEYS["labels"])
         missing = [k for k in keys if k not in f or not isinstance(f[k], h5py.Dataset)]
         if missing:
@@ -267,8 +275,11 @@ def check_mat(path: Path, mapping_path: Path, splits_path: Path, report: CheckRe
         report.problems.append(f"{path} is not a MATLAB v7.3 (HDF5) file; {_not_hdf5(path)}")
     else:
         report.found["file"] = f"{path} ({path.stat().st_size / 2**20:.1f} MiB, HDF5)"
-        with h5py.File(path, "r") as f:
-            frames = _check_mat_datasets(f, path, report)
+        try:
+            with _open_mat(path) as f:
+                frames = _check_mat_datasets(f, path, report)
+        except DataError as err:
+            report.problems.append(str(err))
     try:
         mapping = read_mapping(mapping_path)
         report.found["class mapping"] = f"{mapping_path}: {MAPPING_KEY} {mapping.size} entries in 1..{mapping.max()}"

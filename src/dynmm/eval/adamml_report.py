@@ -8,7 +8,6 @@ the first test clips).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from dynmm.data.base import MultimodalDataset
 from dynmm.errors import DataError
 from dynmm.eval.report import write_report
+from dynmm.io import read_json
 from dynmm.models.adamml import AdaMML
 from dynmm.modes import eval_mode
 
@@ -129,7 +129,7 @@ def speed_rows(run_dir: Path) -> list[dict[str, Any]]:
     fields = ("batch_size", "predicted_speedup", "realized_speedup")
     return [
         {"label": "dispatch vs late fusion", **{k: row[k] for k in fields}}
-        for row in json.loads(path.read_text()).get("rows", [])
+        for row in read_json(path, "dynmm bench adamml-speed's results").get("rows", [])
         if all(k in row for k in fields)
     ]
 
@@ -153,12 +153,12 @@ def write_adamml_report(
 
 def is_adamml_run(run_dir: Path) -> bool:
     description = run_dir / "model.json"
-    return description.is_file() and json.loads(description.read_text()).get("model_type") == "adamml"
+    return description.is_file() and read_json(description, "the run's exported model").get("model_type") == "adamml"
 
 
 def sweep_points(run_dir: Path, sweep: Path) -> list[dict[str, Any]]:
     """The AdaMML points of a λ-sweep summary other than this run, as Pareto points labelled by λ."""
-    summary = json.loads(sweep.read_text())
+    summary = read_json(sweep, "a λ-sweep summary")
     if summary.get("method") != "adamml":
         raise DataError(f"{sweep} is not an AdaMML λ sweep (method {summary.get('method')!r})")
     return [

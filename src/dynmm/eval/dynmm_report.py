@@ -7,7 +7,6 @@ compared with), the test-time cost knob β, oracle routing, robustness to noise 
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from dynmm.eval.routing_analysis import (
     recorded_accuracy_name,
     routing_summary,
 )
-from dynmm.io import atomic_write_json
+from dynmm.io import atomic_write_json, read_json
 from dynmm.models.modality_level import ModalityLevelDynMM
 from dynmm.specs import TaskSpec
 
@@ -153,21 +152,20 @@ def write_run_report(run_dir: Path, sweep: Path | None = None, baselines: Path |
     for name in (METRICS_FILE, "model.json"):
         if not (run_dir / name).is_file():
             raise DataError(f"{run_dir / name} is missing: is {run_dir} a finished DynMM run?")
-    if json.loads((run_dir / "model.json").read_text()).get("model_type") == "fusion_level":
+    if read_json(run_dir / "model.json", "the run's exported model").get("model_type") == "fusion_level":
         from dynmm.eval.fusion_level_report import rebuild_fusion_report
 
         return rebuild_fusion_report(run_dir, baselines)
     if not (run_dir / ROUTING_FILE).is_file():
         raise DataError(f"{run_dir / ROUTING_FILE} is missing: is {run_dir} a finished DynMM run?")
-    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    metrics = read_json(run_dir / METRICS_FILE, "the run's metrics")
     if "beta_curve" not in metrics:
         raise DataError(f"{run_dir} is not a DynMM run (its metrics.json has no routing analysis)")
-    routing = json.loads((run_dir / ROUTING_FILE).read_text())
+    routing = read_json(run_dir / ROUTING_FILE, "the run's routing statistics")
     speed = run_dir / SPEED_FILE
-    sweep_summary = json.loads(sweep.read_text()) if sweep is not None else None
-    data = report_data(
-        run_dir.name, metrics, routing, json.loads(speed.read_text()) if speed.is_file() else None, sweep_summary
-    )
+    sweep_summary = read_json(sweep, "a λ-sweep summary") if sweep is not None else None
+    speed_results = read_json(speed, "dynmm bench speed's results") if speed.is_file() else None
+    data = report_data(run_dir.name, metrics, routing, speed_results, sweep_summary)
     if baselines is not None:
         data["pareto"]["baselines"] = baseline_points(run_dir, baselines)
     return write_report(run_dir, data)
@@ -188,7 +186,7 @@ def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
         exported = load_exported(candidate)
         if exported.specs != own.specs:
             continue
-        madds = json.loads((candidate / METRICS_FILE).read_text())["madds_per_sample"]
+        madds = read_json(candidate / METRICS_FILE, "a baseline run's metrics")["madds_per_sample"]
         name = candidate.name.removeprefix(f"{data.name}_").removesuffix("_seed0")
         points.append({"name": name, "madds": madds, "metric": metric_of(exported.model, test, own.task, 256)})
     return points

@@ -4,7 +4,6 @@ and report.html."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from dynmm.data.base import MultimodalDataset, collate
 from dynmm.eval.fusion_level_eval import evaluate_fusion_level
 from dynmm.eval.report import write_report
 from dynmm.eval.robustness import NoiseSpec, corrupt
+from dynmm.io import read_json
 from dynmm.models.fusion_level import FusionLevelDynMM
 from dynmm.modes import eval_mode
 from dynmm.specs import SEGMENTATION_IGNORE, TaskSpec
@@ -174,7 +174,7 @@ def write_fusion_report(
 def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
     """Other finished fusion-level runs on the same data: static single-op baselines and other DynMM runs
     (`gated`), in `baselines` and one level further down (the points of a λ sweep)."""
-    own = json.loads((run_dir / "model.json").read_text())["data"]
+    own = read_json(run_dir / "model.json", "the run's exported model")["data"]
     points = []
     folders = [p for p in sorted(baselines.iterdir()) if p.is_dir()]
     nested = [child for p in folders if not (p / "model.json").is_file() for child in sorted(p.iterdir())]
@@ -185,10 +185,10 @@ def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
             or not (candidate / "model.json").is_file()
         ):
             continue
-        description = json.loads((candidate / "model.json").read_text())
+        description = read_json(candidate / "model.json", "a baseline run's exported model")
         if description.get("model_type") != "fusion_level" or description["data"] != own:
             continue
-        test = json.loads((candidate / "metrics.json").read_text())["test"]
+        test = read_json(candidate / "metrics.json", "a baseline run's metrics")["test"]
         gated = description["fusion_level"]["static_op"] is None  # another DynMM run, not a static baseline
         points.append(
             {

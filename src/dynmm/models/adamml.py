@@ -47,7 +47,7 @@ from dynmm.nn.adamml_policy import AdaMMLPolicy, decide
 from dynmm.nn.encoders import build_encoder
 from dynmm.routing import MODES, Mode, route
 from dynmm.specs import Inputs, ModalitySpec
-from dynmm.validation import check_inputs
+from dynmm.validation import check_inputs, parameter_dtype
 
 PolicyMode = Literal["learned", "all", "random", "fixed"]
 POLICY_MODES: tuple[PolicyMode, ...] = get_args(PolicyMode)
@@ -84,7 +84,8 @@ class AdaMML(nn.Module):
         seed: seed of the generator the "random" policy mode draws from.
 
     Inputs:
-        inputs: modality name -> (B, T, C, H, W); extra keys are ignored.
+        inputs: modality name -> (B, T, C, H, W), float tensors of the model's dtype, finite, B >= 1; extra keys
+            are ignored.
 
     Returns:
         (B, num_classes) clip logits.
@@ -206,7 +207,7 @@ class AdaMML(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: Inputs) -> Tensor:
-        check_inputs(inputs, self.specs, self.modalities, where=type(self).__name__)
+        check_inputs(inputs, self.specs, self.modalities, where=type(self).__name__, dtype=parameter_dtype(self))
         keep = self.apply_fallback(self.keep_masks(inputs))
         self.last_keep = keep
         learning = self.training and self.policy_mode == "learned"

@@ -32,7 +32,7 @@ from dynmm.nn.segmentation_decoder import SegmentationDecoder
 from dynmm.relax import gumbel_softmax
 from dynmm.routing import MODES, Mode, route
 from dynmm.specs import Inputs, ModalitySpec, TaskSpec
-from dynmm.validation import check_inputs
+from dynmm.validation import check_inputs, parameter_dtype
 
 
 class GlobalConvGate(nn.Module):
@@ -70,7 +70,8 @@ class FusionLevelDynMM(nn.Module):
         ops: candidate ops of every cell (names in CELL_OPS); "identity" means the primary modality only.
         primary: the modality whose encoder feeds the decoder ("rgb", as in the paper, or "depth").
 
-    Inputs: {"rgb": (B, 3, H, W), "depth": (B, 1, H, W)}. Output: (B, num_classes, H, W) logits.
+    Inputs: {"rgb": (B, 3, H, W), "depth": (B, 1, H, W)}, float tensors of the model's dtype, finite, B >= 1
+    (extra keys are ignored; anything else is an InputError naming the modality). Output: (B, num_classes, H, W) logits.
 
     Attributes: mode (dispatch | masked | dense; training is dense unless the routing is fixed), tau (Gumbel
     temperature), static_op (one op index for every cell: a static baseline, no gate), forced_choice ((B, cells)
@@ -137,6 +138,13 @@ class FusionLevelDynMM(nn.Module):
                     f"forced_choice must be (batch, {self.num_cells}), got {tuple(self.forced_choice.shape)} "
                     f"for a batch of {batch}"
                 )
+            if self.forced_choice.dtype != torch.long or not bool(
+                ((self.forced_choice >= 0) & (self.forced_choice < len(self.op_names))).all()
+            ):
+                raise ConfigError(
+                    f"forced_choice must hold int64 op indices in [0, {len(self.op_names) - 1}] (ops {self.op_names}), "
+                    f"got dtype {self.forced_choice.dtype}, values {self.forced_choice.unique().tolist()}"
+                )
             return self.forced_choice.to(device)
         return None
 
@@ -164,7 +172,7 @@ class FusionLevelDynMM(nn.Module):
     def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
         """Segment a batch. `missing=["depth"]` (depth absent at test time): every cell runs RGB only (with
         `primary="depth"` the roles swap: RGB may be missing, depth may not)."""
-        check_inputs(inputs, self.specs, where=type(self).__name__)
+        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
         if self.primary in missing:
             raise InputError(
                 f"{type(self).__name__}: the {self.primary} input carries the decoder's features and cannot be "

@@ -19,6 +19,7 @@ from dynmm.losses import normalised_costs
 from dynmm.nn.gates import Gate, GateOutput, build_gate
 from dynmm.routing import MODES, Mode, route
 from dynmm.specs import Inputs, ModalitySpec, example_inputs
+from dynmm.validation import check_inputs, parameter_dtype
 
 
 class _GateLogits(nn.Module):
@@ -46,6 +47,8 @@ class ModalityLevelDynMM(nn.Module):
         mode: "dispatch" (default; run only the chosen expert), "masked" (reference) or "dense" (training).
         beta: test-time cost knob; eval choices are argmax(logits − beta·normalised cost).
         last_gate: the gate output of the latest forward (for the resource loss and routing statistics).
+        specs: every modality the gate or some expert reads; a batch must hold all of them (checked before the
+            gate runs, so that a missing or malformed modality fails whichever expert the rows are routed to).
     """
 
     costs: Tensor  # normalised expert costs (a buffer, so it follows .to(device))
@@ -60,6 +63,8 @@ class ModalityLevelDynMM(nn.Module):
         self.gate_madds = measure_madds(_GateLogits(gate), example_inputs).total
         self.register_buffer("costs", normalised_costs(self.expert_madds), persistent=False)
         self.expert_modalities = [frozenset(getattr(expert, "modalities", ())) for expert in self.experts]
+        specs = {**gate.specs, **{m: s for expert in experts for m, s in getattr(expert, "specs", {}).items()}}
+        self.specs: dict[str, ModalitySpec] = dict(sorted(specs.items()))
         self.mode: Mode = "dispatch"
         self.beta = 0.0
         self.last_gate: GateOutput | None = None
@@ -86,6 +91,8 @@ class ModalityLevelDynMM(nn.Module):
 
     def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
         """Route each row to its expert. `missing` names modalities absent at test time (zero-filled in `inputs`)."""
+        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
+        inputs = {m: inputs[m] for m in self.specs}  # extra keys are ignored: they never reach gate or experts
         decision = self.gate(inputs, cost_penalty=self.penalty(missing))
         self.last_gate = decision
         mode: Mode = "dense" if self.training or self.soft else self.mode

@@ -16,7 +16,7 @@ from dynmm.errors import ConfigError
 from dynmm.nn.encoders import build_encoder
 from dynmm.nn.fusion import build_fusion, fusion_class
 from dynmm.specs import Inputs, ModalitySpec, TaskSpec
-from dynmm.validation import check_inputs
+from dynmm.validation import check_inputs, parameter_dtype
 
 
 class StaticFusionModel(nn.Module):
@@ -29,7 +29,8 @@ class StaticFusionModel(nn.Module):
         specs: per-sample shape of each modality, used to check inputs before any layer runs.
 
     Inputs:
-        inputs: modality name -> (batch, *spec.shape); extra modalities are ignored.
+        inputs: modality name -> (batch, *spec.shape), float tensors of the model's dtype, finite, batch >= 1;
+            extra modalities are ignored. Anything else is an InputError naming the modality.
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class StaticFusionModel(nn.Module):
         return list(self.encoders)
 
     def forward(self, inputs: Inputs) -> Tensor:
-        check_inputs(inputs, self.specs, where=type(self).__name__)
+        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
         embeddings = {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
         return self.head(self.fusion(embeddings))
 

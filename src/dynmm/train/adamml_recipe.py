@@ -29,6 +29,7 @@ from dynmm.eval.adamml_report import write_adamml_report
 from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.relax import TemperatureSchedule
 from dynmm.train.adamml_module import PHASES, AdaMMLModule, build_adamml, check_adamml_config, resolve_lambdas
+from dynmm.train.distributed import is_main_process, on_main_process
 from dynmm.train.export import export_model
 from dynmm.train.fit import STAGE_WEIGHTS, fit_stage
 from dynmm.train.recipe import stage_train
@@ -37,6 +38,7 @@ from dynmm.train.run import (
     METRICS_FILE,
     RunResult,
     _prepare_run_dir,
+    read_metrics,
     shared_stage_dir,
     stage_description,
 )
@@ -80,7 +82,10 @@ def train_baselines(
         module = AdaMMLModule(
             model, info.task, "baseline", {}, ad.gamma, None, train.lr, train.weight_decay, train.optimizer
         )
-        fit_stage(folder / name, module, model, data, train, MONITORS["warmup"], config.seed)
+        # A single-modality baseline never runs the other nets.
+        fit_stage(
+            folder / name, module, model, data, train, MONITORS["warmup"], config.seed, skips_parameters=m is not None
+        )
         states[name] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return states
 
@@ -101,7 +106,8 @@ def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     model = build_adamml(ad, info.modalities, info.task, config.seed)
     lambdas = resolve_lambdas(ad, model)
     run_dir = _prepare_run_dir(config, resume)
-    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+    if is_main_process():
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
     stage_dirs = {phase: run_dir / phase for phase in PHASES}
     if ad.warmup_dir is not None:
@@ -115,7 +121,17 @@ def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
         module = AdaMMLModule(
             model, info.task, phase, lambdas, ad.gamma, tau, train.lr, train.weight_decay, train.optimizer
         )
-        summaries[phase] = fit_stage(stage_dirs[phase], module, model, data, train, MONITORS[phase], config.seed)
+        # Finetune runs each net on its kept segments only (the frozen policy decides), so a net can sit out a step.
+        summaries[phase] = fit_stage(
+            stage_dirs[phase],
+            module,
+            model,
+            data,
+            train,
+            MONITORS[phase],
+            config.seed,
+            skips_parameters=phase == "finetune",
+        )
     model.set_policy_mode("learned")
     model.eval()
 
@@ -124,19 +140,25 @@ def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
         folder = Path(ad.warmup_dir).parent if ad.warmup_dir is not None else run_dir
         states |= train_baselines(config, info, data, trains, folder / "baselines")
     batch_size = config.data.batch_size
-    metrics: dict[str, Any] = evaluate_adamml_run(model, states, data.splits, info.task, batch_size)
-    metrics.update(
-        madds_per_sample=metrics["test"]["madds_per_clip"],
-        full_madds_per_clip=model.full_madds(),
-        costs=model.costs,
-        lambdas=lambdas,
-        gamma=ad.gamma,
-        fallback=model.fallback,
-        params=count_parameters(model),
-        stages=summaries,
-    )
-    data_config = dataclasses.replace(config.data, options=dict(data.options))
-    export_model(run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics}, adamml=ad)
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
-    write_adamml_report(run_dir, metrics, model, data.splits["test"])
-    return RunResult(run_dir, metrics)
+
+    def evaluate_and_export() -> dict[str, Any]:
+        metrics: dict[str, Any] = evaluate_adamml_run(model, states, data.splits, info.task, batch_size)
+        metrics.update(
+            madds_per_sample=metrics["test"]["madds_per_clip"],
+            full_madds_per_clip=model.full_madds(),
+            costs=model.costs,
+            lambdas=lambdas,
+            gamma=ad.gamma,
+            fallback=model.fallback,
+            params=count_parameters(model),
+            stages=summaries,
+        )
+        data_config = dataclasses.replace(config.data, options=dict(data.options))
+        export_model(
+            run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics}, adamml=ad
+        )
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
+        write_adamml_report(run_dir, metrics, model, data.splits["test"])
+        return metrics
+
+    return RunResult(run_dir, on_main_process(evaluate_and_export, lambda: read_metrics(run_dir)))

@@ -6,7 +6,6 @@ test-time cost knob β, or a mean MAdds budget for which β is chosen on the val
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from dynmm.errors import ConfigError
 from dynmm.eval.evaluate import evaluate
 from dynmm.eval.robustness import NoiseSpec, corrupt
 from dynmm.eval.routing_analysis import beta_curve, beta_for_budget, beta_grid, collect_outputs, dispatch_results
+from dynmm.io import read_json
 from dynmm.models.modality_level import ModalityLevelDynMM
 from dynmm.train.export import load_exported
 
@@ -56,7 +56,7 @@ def evaluate_exported(
     dataset = corrupt(splits[split], noise, drop) if noise or drop else splits[split]
     recorded_path = Path(run_dir) / "metrics.json"
     clean = not (noise or drop or beta is not None or target_madds is not None)
-    recorded = json.loads(recorded_path.read_text()).get(split, {}) if recorded_path.is_file() and clean else {}
+    recorded = read_json(recorded_path, "the run's metrics").get(split, {}) if recorded_path.is_file() and clean else {}
     if not isinstance(model, ModalityLevelDynMM):
         if beta is not None or target_madds is not None:
             raise ConfigError(f"--beta and --target-madds need a DynMM run; {run_dir} holds a static model")

@@ -8,10 +8,10 @@ rebuilt, so a user can share and load it safely.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_type_hints
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -27,11 +27,11 @@ from dynmm.config import (
 )
 from dynmm.data.base import MultimodalDataset
 from dynmm.errors import ConfigError, DataError
-from dynmm.io import atomic_write, atomic_write_json
+from dynmm.io import atomic_write, atomic_write_json, read_json
 from dynmm.models.fusion_level import build_fusion_level
 from dynmm.models.modality_level import build_modality_level
 from dynmm.models.static import build_static_model
-from dynmm.specs import ModalitySpec, TaskSpec
+from dynmm.specs import ModalityKind, ModalitySpec, TaskSpec
 from dynmm.train.adamml_module import build_adamml
 
 FORMAT_VERSION = 1
@@ -109,10 +109,7 @@ def load_exported(directory: str | Path) -> ExportedModel:
     for path in (desc_path, weights_path):
         if not path.is_file():
             raise DataError(f"no exported model here: {path} is missing (was the run finished?)")
-    try:
-        description = json.loads(desc_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{desc_path} is not valid JSON ({err}); the export is corrupt") from err
+    description = read_json(desc_path, "the export's model description")
     model_type = description.get("model_type")
     if description.get("format_version") != FORMAT_VERSION or model_type not in MODEL_TYPES:
         raise DataError(
@@ -122,11 +119,13 @@ def load_exported(directory: str | Path) -> ExportedModel:
     try:
         model_config = from_dict(ModelConfig, description["model"], "model")
         data_config = from_dict(DataConfig, description["data"], "data")
-        specs = {
-            name: ModalitySpec(name, tuple(int(d) for d in s["shape"]), s["kind"])
-            for name, s in description["modalities"].items()
-        }
-        task = TaskSpec(description["task"]["kind"], int(description["task"]["num_classes"]))
+        specs = {name: _spec(name, s) for name, s in description["modalities"].items()}
+        task = _task(description["task"])
+        if data_config.batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {data_config.batch_size}")
+        extra = description.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ConfigError(f"extra must be a mapping, got {type(extra).__name__}")
         experts = [
             (e.name, from_dict(ModelConfig, e.model, f"experts.{e.name}"))
             for e in (from_dict(ExpertConfig, raw, "experts") for raw in description.get("experts") or [])
@@ -142,12 +141,13 @@ def load_exported(directory: str | Path) -> ExportedModel:
             model = build_modality_level(built, gate, specs)
         else:
             model = build_static_model(model_config, specs, task)
-    except (KeyError, TypeError, ConfigError) as err:
-        raise DataError(f"{desc_path} does not describe a model: {err}") from err
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # ValueError includes ConfigError
+        raise DataError(f"{desc_path} does not describe a model: {type(err).__name__}: {err}") from err
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
         raise DataError(f"{weights_path} is not a readable safetensors file ({err})") from err
+    _check_tensors(weights_path, state, model.state_dict())
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of the wrong shape
@@ -158,8 +158,36 @@ def load_exported(directory: str | Path) -> ExportedModel:
             f"unexpected {result.unexpected_keys[:5]}"
         )
     model.eval()
-    extra = description.get("extra", {})
     return ExportedModel(model, model_config, data_config, specs, task, extra, str(model_type), experts, gate)
+
+
+def _spec(name: str, raw: Any) -> ModalitySpec:
+    """A modality of model.json: a list of positive integer sizes and a known kind (not whatever int() makes of
+    it: 100.7 must not silently become 100)."""
+    shape, kind = raw["shape"], raw["kind"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ConfigError(f"modality {name!r}: shape must be a list of positive integers, got {shape!r}")
+    if kind not in get_args(ModalityKind):
+        raise ConfigError(f"modality {name!r}: kind must be one of {list(get_args(ModalityKind))}, got {kind!r}")
+    return ModalitySpec(name, tuple(shape), kind)
+
+
+def _task(raw: Any) -> TaskSpec:
+    kind, num_classes = raw["kind"], raw["num_classes"]
+    kinds = get_args(get_type_hints(TaskSpec)["kind"])
+    if kind not in kinds or not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ConfigError(f"task must have kind in {list(kinds)} and num_classes >= 0, got {raw!r}")
+    return TaskSpec(kind, num_classes)
+
+
+def _check_tensors(path: Path, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors of another dtype than the model's (load_state_dict would cast int or float64 silently) and
+    non-finite weights (a diverged or damaged model answers NaN for every input)."""
+    for key, tensor in state.items():
+        if key in expected and tensor.dtype != expected[key].dtype:
+            raise DataError(f"{path}: tensor {key!r} has dtype {tensor.dtype}, the model expects {expected[key].dtype}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DataError(f"{path}: tensor {key!r} holds NaN or inf values; the exported model is broken")
 
 
 Model = TypeVar("Model", bound=nn.Module)
@@ -175,7 +203,7 @@ def load_finished(
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         raise DataError(f"{metrics_path} is missing: is {run_dir} a finished {what} run?")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = read_json(metrics_path, f"the metrics of a {what} run")
     if analysis_key not in metrics:
         raise DataError(f"{metrics_path} has no {what} analysis; was the run finished by this version?")
     exported = load_exported(run_dir)

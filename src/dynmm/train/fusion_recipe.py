@@ -22,6 +22,7 @@ from dynmm.eval.fusion_level_report import analyse, write_fusion_report
 from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.models.fusion_level import build_fusion_level
 from dynmm.relax import TemperatureSchedule
+from dynmm.train.distributed import is_main_process, on_main_process
 from dynmm.train.export import export_model
 from dynmm.train.fit import fit_stage
 from dynmm.train.fusion_module import FusionLevelModule, Stage
@@ -32,6 +33,7 @@ from dynmm.train.run import (
     RunResult,
     _prepare_run_dir,
     monitor_for,
+    read_metrics,
     shared_stage_dir,
     stage_description,
 )
@@ -73,7 +75,8 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_fusion_level(fl, info.modalities, info.task)
     run_dir = _prepare_run_dir(config, resume)
-    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+    if is_main_process():
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
     stage_dirs = {stage: run_dir / stage for stage in ("supernet", "gate", "static")}
     if fl.supernet_dir is not None and fl.static_op is None:
@@ -90,21 +93,28 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
         module = FusionLevelModule(
             model, info.task, stage, train.lr, train.weight_decay, train.optimizer, fl.resource_weight, tau
         )
-        summaries[stage] = fit_stage(stage_dirs[stage], module, model, data, train, monitor, config.seed)
+        # Stage I's random paths and a static op skip ops (and the gate) in training; stage II trains dense.
+        summaries[stage] = fit_stage(
+            stage_dirs[stage], module, model, data, train, monitor, config.seed, skips_parameters=stage != "gate"
+        )
         model.forced_choice = None
     model.eval()
-    metrics: dict[str, Any] = {
-        "valid": evaluate_fusion_level(model, data.val_dataloader(), info.task),
-        "test": evaluate_fusion_level(model, data.test_dataloader(), info.task),
-        "costs": model.costs,
-        "stages": summaries,
-    }
-    metrics["madds_per_sample"] = metrics["test"]["madds_per_sample"]
-    metrics.update(analyse(model, data.splits["test"], info.task))
-    data_config = dataclasses.replace(config.data, options=dict(data.options))
-    export_model(
-        run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics}, fusion_level=fl
-    )
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
-    write_fusion_report(run_dir, metrics, model, data.splits["test"], baselines=run_dir.parent)
-    return RunResult(run_dir, metrics)
+
+    def evaluate_and_export() -> dict[str, Any]:
+        metrics: dict[str, Any] = {
+            "valid": evaluate_fusion_level(model, data.val_dataloader(), info.task),
+            "test": evaluate_fusion_level(model, data.test_dataloader(), info.task),
+            "costs": model.costs,
+            "stages": summaries,
+        }
+        metrics["madds_per_sample"] = metrics["test"]["madds_per_sample"]
+        metrics.update(analyse(model, data.splits["test"], info.task))
+        data_config = dataclasses.replace(config.data, options=dict(data.options))
+        export_model(
+            run_dir, model, config.model, data_config, info.modalities, info.task, {"metrics": metrics}, fusion_level=fl
+        )
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
+        write_fusion_report(run_dir, metrics, model, data.splits["test"], baselines=run_dir.parent)
+        return metrics
+
+    return RunResult(run_dir, on_main_process(evaluate_and_export, lambda: read_metrics(run_dir)))

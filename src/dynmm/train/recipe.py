@@ -7,6 +7,9 @@ Layout of a DynMM run directory:
                                   once the stage is complete (a restarted recipe skips completed stages)
     model.safetensors/.json       the exported DynMM model
     metrics.json, routing.json    final evaluation (see eval/dynmm_report.py)
+
+With several processes every rank runs every stage (each stage's Trainer reuses the process group); the files
+are written by the main process only, and the other ranks wait for it (train/distributed.py).
 """
 
 from __future__ import annotations
@@ -34,10 +37,19 @@ from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.models.modality_level import ModalityLevelDynMM, build_modality_level
 from dynmm.nn.gates import check_gate_config
 from dynmm.specs import TaskSpec
+from dynmm.train.distributed import is_main_process, on_main_process
 from dynmm.train.dynmm_module import DynMMGateModule
 from dynmm.train.export import export_model, load_exported
 from dynmm.train.fit import check_train_config, fit_stage
-from dynmm.train.run import CONFIG_FILE, METRICS_FILE, RunResult, _prepare_run_dir, monitor_for, run_or_reuse
+from dynmm.train.run import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunResult,
+    _prepare_run_dir,
+    monitor_for,
+    read_metrics,
+    run_or_reuse,
+)
 
 OBJECTIVE = ("val/objective", "min")
 """Stages II and III keep the checkpoint with the best task loss + λ·cost on validation: the trade-off the gate
@@ -129,7 +141,8 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     assert dyn is not None
     check_dynmm_config(config)
     run_dir = _prepare_run_dir(config, resume)
-    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+    if is_main_process():
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
     experts_dir = Path(dyn.experts_dir) if dyn.experts_dir else run_dir / "experts"
     expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
@@ -162,17 +175,21 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     eval_data = gate_data if eval_config == gate_config else data_module(config, eval_config)
     exported_data = dataclasses.replace(eval_config, options=dict(eval_data.options))
     named = [(e.name, c.model) for e, c in zip(dyn.experts, expert_configs, strict=True)]
-    metrics = evaluate_dynmm_run(run_dir, model, [n for n, _ in named], eval_data, stages)
-    export_model(
-        run_dir,
-        model,
-        config.model,
-        exported_data,
-        info.modalities,
-        info.task,
-        {"metrics": {k: metrics[k] for k in ("valid", "test", "madds_per_sample")}},
-        experts=named,
-        gate=dyn.gate,
-    )
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
-    return RunResult(run_dir, metrics)
+
+    def evaluate_and_export() -> dict[str, Any]:
+        metrics = evaluate_dynmm_run(run_dir, model, [n for n, _ in named], eval_data, stages)
+        export_model(
+            run_dir,
+            model,
+            config.model,
+            exported_data,
+            info.modalities,
+            info.task,
+            {"metrics": {k: metrics[k] for k in ("valid", "test", "madds_per_sample")}},
+            experts=named,
+            gate=dyn.gate,
+        )
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
+        return metrics
+
+    return RunResult(run_dir, on_main_process(evaluate_and_export, lambda: read_metrics(run_dir)))

@@ -6,6 +6,8 @@ Layout of a run directory:
     model.safetensors/.json  the exported model (no pickle), what `dynmm eval` loads
     metrics.json             valid/test metrics, measured MAdds per sample, parameters, train time
     logs/                    Lightning CSV logs
+
+With several processes every rank runs this; only the main process (rank 0) writes (distributed.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dynmm.eval.metrics import primary_metric
 from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.models.static import build_static_model
 from dynmm.specs import TaskSpec
+from dynmm.train.distributed import init_from_launcher, is_main_process, on_main_process
 from dynmm.train.export import export_model
 from dynmm.train.fit import check_train_config, fit
 from dynmm.train.module import SupervisedModule
@@ -47,7 +50,12 @@ def run_directory(config: RunConfig) -> Path:
 
 
 def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
-    """Refuse to overwrite an existing run; on resume, refuse a configuration that differs from the saved one."""
+    """Refuse to overwrite an existing run; on resume, refuse a configuration that differs from the saved one.
+
+    With several processes only the main process looks for an existing run and creates the folder: another rank,
+    started later by Lightning's launcher, would find the folder the main process created and refuse it. The other
+    ranks create nothing, so the main process's check sees only what earlier runs left (torchrun starts every rank
+    at once). The resume checks only read, and every rank makes them, so that all refuse alike."""
     run_dir = run_directory(config)
     saved = run_dir / CONFIG_FILE
     if resume:
@@ -57,9 +65,10 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
         changed = _changed_keys(previous, to_dict(config), allowed={"train.max_epochs", "train.progress_bar"})
         if changed:
             raise ConfigError(f"--resume with a different configuration ({', '.join(changed)}); start a new run")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif is_main_process() and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume or choose another --name")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -103,7 +112,7 @@ def shared_stage_dir(folder: Path, description: dict[str, Any], record: str, whe
                 f"{where} {folder} holds a {what} trained with other settings ({', '.join(changed)}); "
                 "point this run elsewhere"
             )
-    else:
+    elif is_main_process():  # the other ranks check what it holds when they come after the main process
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, wanted)
     return folder
@@ -124,7 +133,10 @@ def monitor_for(train: TrainConfig, task: TaskSpec, default: tuple[str, str] | N
 
 
 def train_run(config: RunConfig, resume: bool = False) -> RunResult:
-    """Train the configured model (or the DynMM recipe), keep the best checkpoint, export and evaluate it."""
+    """Train the configured model (or the DynMM recipe), keep the best checkpoint, export and evaluate it.
+
+    Every rank of a multi-process run calls this and gets the same result; only the main process writes."""
+    init_from_launcher(config.train)
     methods = [name for name in ("dynmm", "fusion_level", "adamml") if getattr(config, name) is not None]
     if len(methods) > 1:
         raise ConfigError(
@@ -154,28 +166,38 @@ def train_run(config: RunConfig, resume: bool = False) -> RunResult:
     model = build_static_model(config.model, info.modalities, info.task)
     example_inputs, _ = next(iter(data.test_dataloader()))
     cost = measure_madds(model, example_inputs)
-    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+    if is_main_process():
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
     module = SupervisedModule(model, info.task, config.train.lr, config.train.weight_decay, config.train.optimizer)
     monitor, mode = monitor_for(config.train, info.task)
     fitted = fit(module, data, run_dir, config.train, monitor, mode, resume, config.seed)
     trained = module.model
-    metrics: dict[str, Any] = {
-        "valid": evaluate(trained, data.val_dataloader(), info.task),
-        "test": evaluate(trained, data.test_dataloader(), info.task),
-        "madds_per_sample": cost.total,
-        "madds_by_part": _parts(cost.by_module),
-        "params": count_parameters(trained),
-        "train_time_s": fitted.train_time_s,
-        "epochs": fitted.epochs,
-        "best_checkpoint": fitted.best_checkpoint.name,
-        "monitor": monitor,
-    }
-    # The export records the data options actually used (e.g. a data seed filled in from the run seed).
-    data_config = dataclasses.replace(config.data, options=dict(data.options))
-    export_model(run_dir, trained, config.model, data_config, info.modalities, info.task, {"metrics": metrics})
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
-    return RunResult(run_dir, metrics)
+
+    def evaluate_and_export() -> dict[str, Any]:
+        metrics: dict[str, Any] = {
+            "valid": evaluate(trained, data.val_dataloader(), info.task),
+            "test": evaluate(trained, data.test_dataloader(), info.task),
+            "madds_per_sample": cost.total,
+            "madds_by_part": _parts(cost.by_module),
+            "params": count_parameters(trained),
+            "train_time_s": fitted.train_time_s,
+            "epochs": fitted.epochs,
+            "best_checkpoint": fitted.best_checkpoint.name,
+            "monitor": monitor,
+        }
+        # The export records the data options actually used (e.g. a data seed filled in from the run seed).
+        data_config = dataclasses.replace(config.data, options=dict(data.options))
+        export_model(run_dir, trained, config.model, data_config, info.modalities, info.task, {"metrics": metrics})
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
+        return metrics
+
+    return RunResult(run_dir, on_main_process(evaluate_and_export, lambda: read_metrics(run_dir)))
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """What a finished run (or the main process of this one) wrote to metrics.json."""
+    return dict(json.loads((run_dir / METRICS_FILE).read_text()))
 
 
 def run_or_reuse(config: RunConfig) -> RunResult:

@@ -22,7 +22,7 @@ def test_model_on_raw_inputs_equals_network_on_cached_features(found, splits, ca
     raw = {m: splits["test"].inputs[m][rows] for m in ("image", "audio")}
     cached = cache.features("test", rows, list(found.network.input_dims))
     torch.testing.assert_close(found(raw), found.network(cached), rtol=0, atol=1e-6)
-    with pytest.raises(InputError, match="needs modality 'audio'"):
+    with pytest.raises(InputError, match="MFASModel: missing modality 'audio'"):
         found({"image": raw["image"]})
 
 

@@ -24,6 +24,7 @@ from dynmm.search.mfas.backbones import Backbone
 from dynmm.search.mfas.feature_cache import LiveFeatures, Standardizer
 from dynmm.search.mfas.space import FusionNetwork, SearchSpace, from_json
 from dynmm.specs import Inputs
+from dynmm.validation import check_inputs, parameter_dtype
 
 WEIGHTS, DESCRIPTION = "fusion.safetensors", "architecture.json"
 
@@ -37,7 +38,8 @@ class MFASModel(nn.Module):
         network: the trained fusion network.
 
     Inputs:
-        inputs: modality -> (batch, *shape) for every fused modality.
+        inputs: modality -> (batch, *shape) for every fused modality, checked against the backbones' specs (float
+            of the model's dtype, finite, batch >= 1) before any backbone runs; extra keys are ignored.
     """
 
     def __init__(
@@ -49,8 +51,11 @@ class MFASModel(nn.Module):
         self.standardizers = {k: standardizers[k] for k in self.keys}
         self._live = LiveFeatures(backbones, {}, self.standardizers)
         self.network = network
+        fused = {k.split(".", 1)[0] for k in self.keys}
+        self.specs = {b.modality: b.model.specs[b.modality] for b in backbones if b.modality in fused}
 
     def forward(self, inputs: Inputs) -> Tensor:
+        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
         return self.network(self._live.compute(inputs, self.keys))
 
 
