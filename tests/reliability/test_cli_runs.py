@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import pickle
 import shutil
 import subprocess
 import sys
@@ -232,13 +231,6 @@ def test_resume_from_a_damaged_checkpoint_never_runs_code_nor_touches_the_run(ru
     assert {name: (run / name).read_bytes() for name in kept} == kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(pickle.UnpicklingError, RuntimeError),
-    reason="src/dynmm/train/fit.py passes last.ckpt to trainer.fit without checking it: a garbage, truncated or "
-    "unsafe checkpoint ends in torch's UnpicklingError/RuntimeError traceback instead of a DataError (fit.py is "
-    "being changed by another developer; see the reliability report)",
-)
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "pickle payload"])
 def test_resume_from_a_damaged_checkpoint_is_one_clear_error(capsys, monkeypatch, runs, tmp_path, kind):
     run = copy_run(runs, "static", f"ckpt_clear_{kind.split()[0]}")
@@ -397,3 +389,12 @@ def test_data_check_of_a_truncated_file_reports_a_problem(capsys, monkeypatch, t
     path.write_bytes(path.read_bytes()[:4096])
     code, out = cli(capsys, monkeypatch, "data", "check", str(path), "--format", "mmimdb")
     assert code == 1 and "truncated file" in " ".join(out.split()), out
+
+
+def test_resume_from_a_damaged_checkpoint_keeps_the_saved_config(capsys, monkeypatch, runs, tmp_path):
+    run = copy_run(runs, "static", "ckpt_config_kept")
+    _write_checkpoint(run, "garbage", tmp_path / "pwned")
+    saved = (run / "config.yaml").read_bytes()
+    args = ["train", "configs/mosi/static.yaml", f"--output_dir={runs}", f"--name={run.name}", "--resume", *FAST]
+    refused(capsys, monkeypatch, [*args, "--train.max_epochs=9"], "last.ckpt", run)
+    assert (run / "config.yaml").read_bytes() == saved

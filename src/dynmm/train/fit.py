@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from dynmm.config import TrainConfig
 from dynmm.data.datamodule import MultimodalDataModule
-from dynmm.errors import ConfigError
+from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
 from dynmm.train.distributed import on_main_process
 from dynmm.train.module import OPTIMIZERS
@@ -118,6 +118,20 @@ def last_checkpoint(stage_dir: Path) -> Path:
     return stage_dir / "checkpoints" / LAST_CHECKPOINT
 
 
+def readable_checkpoint(path: Path) -> str:
+    """`path` if it loads as a plain-data checkpoint (weights_only: a checkpoint cannot run code); a garbage or
+    truncated file is a DataError naming it, before Lightning would fail on it with a deep traceback."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise DataError(
+            f"cannot resume from {path}: it is not a readable checkpoint ({reason}); move it away to train this "
+            "stage again from scratch"
+        ) from None
+    return str(path)
+
+
 def fit(
     module: pl.LightningModule,
     data: pl.LightningDataModule,
@@ -163,7 +177,8 @@ def fit(
     started = time.perf_counter()
     # Every rank decides alike here: the main process writes this stage's checkpoints only inside the fit,
     # once every rank has joined it.
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None)
+    ckpt_path = readable_checkpoint(last) if resume and last.is_file() else None
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     train_time = time.perf_counter() - started
     data.trainer = None  # a later train_dataloader() outside Lightning is not sharded for this trainer's ranks
     # Rank 0 saved it before Lightning's post-save barrier: every rank loads the same best weights.

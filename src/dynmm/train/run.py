@@ -32,7 +32,7 @@ from dynmm.models.static import build_static_model
 from dynmm.specs import TaskSpec
 from dynmm.train.distributed import init_from_launcher, is_main_process, on_main_process
 from dynmm.train.export import export_model
-from dynmm.train.fit import check_train_config, fit
+from dynmm.train.fit import check_train_config, fit, last_checkpoint, readable_checkpoint
 from dynmm.train.module import SupervisedModule
 
 CONFIG_FILE = "config.yaml"
@@ -65,6 +65,8 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
         changed = _changed_keys(previous, to_dict(config), allowed={"train.max_epochs", "train.progress_bar"})
         if changed:
             raise ConfigError(f"--resume with a different configuration ({', '.join(changed)}); start a new run")
+        if last_checkpoint(run_dir).is_file():  # refused before config.yaml is rewritten (e.g. a new max_epochs)
+            readable_checkpoint(last_checkpoint(run_dir))
     elif is_main_process() and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume or choose another --name")
     if is_main_process():
