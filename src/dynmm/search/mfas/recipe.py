@@ -14,7 +14,6 @@ Layout of a search run directory:
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from dynmm.config import ModelConfig, RunConfig, deep_merge, dump_config, from_d
 from dynmm.cost import measure_madds
 from dynmm.errors import ConfigError
 from dynmm.eval.evaluate import evaluate
-from dynmm.io import atomic_write, atomic_write_json, atomic_write_text
+from dynmm.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from dynmm.models.static import StaticFusionModel
 from dynmm.relax import TemperatureSchedule
 from dynmm.search.mfas.backbones import Backbone
@@ -190,7 +189,7 @@ def _final(search: _Search, state: SearchState, folder: Path, top_k: int, epochs
     """Train the search's `top_k` architectures from scratch for `epochs`; the best by validation is kept."""
     path = folder / "final.json"
     if path.is_file():
-        return dict(json.loads(path.read_text()))
+        return read_json(path, "a finished part of the search")
     ranked = sorted(state.evaluations, key=lambda e: (-e["score"], e["index"]))[:top_k]
     training = dataclasses.replace(search.training, epochs=epochs)
     trained, networks = [], []
@@ -224,7 +223,7 @@ def _final(search: _Search, state: SearchState, folder: Path, top_k: int, epochs
 def _timing(search: _Search, live: LiveFeatures, architectures: list[Architecture], path: Path) -> dict[str, Any]:
     """Train the same architectures (same seeds, no shared weights) on cached and on recomputed features."""
     if path.is_file():
-        return dict(json.loads(path.read_text()))
+        return read_json(path, "a finished part of the search")
     rows: list[dict[str, Any]] = []
     for i, architecture in enumerate(architectures):
         runs = {

@@ -11,7 +11,6 @@ naming the key (e.g. `searches[1].evaluations[3].score`) and leaves a previous r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.patches import FancyBboxPatch
 
-from dynmm.errors import DataError
 from dynmm.eval.report import (
     _CSS,
     _count,
@@ -39,7 +37,7 @@ from dynmm.eval.report import (
     _str,
     _table,
 )
-from dynmm.io import atomic_write
+from dynmm.io import atomic_write, read_json
 
 _STYLE = {"mfas": ("C0", "o"), "random": ("C1", "x")}
 _DASHES = ("-", "--", ":", "-.")
@@ -368,9 +366,5 @@ def write_mfas_report(run_dir: Path, summary: dict[str, Any]) -> Path:
 
 def rebuild_mfas_report(run_dir: Path) -> Path:
     """Redraw run_dir/report.html from the search's saved summary (run_dir/mfas.json)."""
-    path = Path(run_dir) / "mfas.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path} is not a readable MFAS summary ({err}); run the search again to rewrite it") from err
+    summary = read_json(Path(run_dir) / "mfas.json", "the MFAS search summary; run the search again to rewrite it")
     return write_mfas_report(Path(run_dir), summary)
