@@ -202,18 +202,26 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return dict(json.loads((run_dir / METRICS_FILE).read_text()))
 
 
+def saved_config_changes(config: RunConfig) -> list[str] | None:
+    """Keys in which `config` differs from the one saved in its run folder (None: nothing saved there).
+
+    A run copied or moved to another folder is still the same run, and the progress bar shapes nothing."""
+    saved = run_directory(config) / CONFIG_FILE
+    if not saved.is_file():
+        return None
+    previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
+    return _changed_keys(previous, to_dict(config), allowed={"train.progress_bar", "output_dir"})
+
+
 def run_or_reuse(config: RunConfig) -> RunResult:
     """Train; resume a run that was interrupted; or reuse one that finished with the same configuration.
 
     Sweeps, benchmarks and the DynMM recipe's stage I call this, so a restarted job skips finished work.
     """
     run_dir = run_directory(config)
-    saved = run_dir / CONFIG_FILE
-    if not saved.is_file():
+    changed = saved_config_changes(config)
+    if changed is None:
         return train_run(config)
-    previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
-    # A run copied or moved to another folder is still the same run.
-    changed = _changed_keys(previous, to_dict(config), allowed={"train.progress_bar", "output_dir"})
     if changed:
         raise ConfigError(f"{run_dir} holds a run with another configuration ({', '.join(changed)}); move it away")
     if (run_dir / METRICS_FILE).is_file():

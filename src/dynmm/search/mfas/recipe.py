@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from dynmm.config import ModelConfig, RunConfig, deep_merge, dump_config, from_dict, load_yaml, to_dict
+from dynmm.config import ModelConfig, RunConfig, deep_merge, dump_config, from_dict, to_dict
 from dynmm.cost import measure_madds
 from dynmm.errors import ConfigError
 from dynmm.eval.evaluate import evaluate
@@ -40,7 +40,7 @@ from dynmm.search.mfas.surrogate import SurrogateSettings
 from dynmm.specs import TaskSpec
 from dynmm.train.export import load_exported
 from dynmm.train.recipe import data_module, stage_data
-from dynmm.train.run import CONFIG_FILE, _changed_keys, run_directory, run_or_reuse
+from dynmm.train.run import CONFIG_FILE, run_directory, run_or_reuse, saved_config_changes
 
 SUMMARY = "mfas.json"
 Progress = Callable[[str], None]
@@ -105,14 +105,11 @@ def check_mfas_config(config: RunConfig) -> None:
 def _prepare(config: RunConfig) -> Path:
     """A search folder continues when its saved configuration is the same, and is refused otherwise."""
     run_dir = run_directory(config)
-    saved = run_dir / CONFIG_FILE
-    if saved.is_file():
-        previous = to_dict(from_dict(RunConfig, load_yaml(saved)))
-        changed = _changed_keys(previous, to_dict(config), allowed={"train.progress_bar", "output_dir"})
-        if changed:
-            raise ConfigError(f"{run_dir} holds a search with another configuration ({', '.join(changed)})")
+    changed = saved_config_changes(config)
+    if changed:
+        raise ConfigError(f"{run_dir} holds a search with another configuration ({', '.join(changed)})")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, dump_config(config))
+    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
     return run_dir
 
 
