@@ -41,7 +41,7 @@ def test_data_info_lists_both_data_sets_with_shapes():
 
 
 def test_demo_runs_the_quick_baselines_on_both_data_sets(monkeypatch, tmp_path):
-    import dynmm.bench.baselines as baselines
+    import dynmm.methods.static.baselines as baselines
 
     calls = []
 

@@ -1,6 +1,7 @@
 """Strict config loading: unknown keys and wrong types are named; overrides reach nested keys."""
 
 import pytest
+import yaml
 
 from dynmm.config import RunConfig, dump_config, from_dict, load_config, parse_overrides
 from dynmm.errors import ConfigError
@@ -74,3 +75,13 @@ def test_override_of_another_kind_replaces_instead_of_merging(tmp_path):
     assert config.model.encoders["default"] == {"kind": "identity"}
     same_kind = load_config(path, ["--model.encoders.default={kind: mlp, dropout: 0.1}"])
     assert same_kind.model.encoders["default"] == {"kind": "mlp", "hidden": [64], "dropout": 0.1}
+
+
+def test_a_config_saved_before_the_method_packages_loads_unchanged(tmp_path):
+    """Run folders hold config.yaml with every method section (null where unused); they still load and compare
+    equal, so `--resume` and run reuse keep working."""
+    text = "name: old\ndynmm: null\nfusion_level: null\nadamml: null\nmfas: null\n"
+    config = load_config(write(tmp_path, text))
+    assert config.present_sections() == []
+    assert load_config(write(tmp_path, dump_config(config))) == config
+    assert list(yaml.safe_load(dump_config(config)))[-4:] == ["dynmm", "fusion_level", "adamml", "mfas"]

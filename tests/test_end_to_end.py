@@ -6,7 +6,7 @@ Loose floors, not exact values: the measured numbers live in benchmarks/results/
 import pytest
 
 from dynmm.config import load_config
-from dynmm.train.run import train_run
+from dynmm.methods.registry import train_run
 
 
 def train(tmp_path, config, name, *overrides):

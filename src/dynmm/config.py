@@ -1,7 +1,11 @@
-"""Run configuration: typed dataclasses, loaded strictly from YAML plus `--key=value` overrides.
+"""Run configuration: typed pydantic models, loaded strictly from YAML plus `--key=value` overrides.
 
 Why strict: a typo such as `max_epoch: 50` must fail loudly with the key's full path and a suggestion, never be
 ignored so that a run silently trains with the default. The resolved configuration is written next to every run.
+
+This module knows no method. A method's own section (`dynmm`, `fusion_level`, `adamml`, `mfas`, ...) is a
+`Section` that the method registry (`dynmm.methods`, imported by `import dynmm`) registers with
+`register_section`; `RunConfig` then accepts it as an optional top-level key.
 """
 
 from __future__ import annotations
@@ -10,27 +14,31 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from dynmm.errors import ConfigError
 
 
-@dataclass
-class DataConfig:
+class Section(BaseModel):
+    """A config section: unknown keys are refused, values are never coerced (3.0 is no int, "3" no number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DataConfig(Section):
     """Which data set, with which loader options, in which batches."""
 
     name: str = "mosi"
     batch_size: int = 64
     num_workers: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """A static fusion model: one encoder per modality, a fusion from the zoo, a prediction head.
 
     `encoders` maps a modality name (or `default`, applied to every modality) to encoder options such as
@@ -40,14 +48,13 @@ class ModelConfig:
     fusion: str = "concat"
     modalities: list[str] | None = None
     embed_dim: int = 64
-    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fusion_options: dict[str, Any] = field(default_factory=dict)
-    head_hidden: list[int] = field(default_factory=list)
+    encoders: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    fusion_options: dict[str, Any] = Field(default_factory=dict)
+    head_hidden: list[int] = Field(default_factory=list)
     head_dropout: float = 0.0
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Optimisation and Lightning Trainer settings.
 
     `accelerator`, `devices`, `strategy` and `num_nodes` go to the Trainer as they are: e.g. `devices: 2,
@@ -75,8 +82,7 @@ class TrainConfig:
     limit_train_batches: float | None = None
 
 
-@dataclass
-class GateConfig:
+class GateConfig(Section):
     """The gate of modality-level DynMM.
 
     `kind`: mlp (2 layers on concatenated pooled inputs) or transformer (sequence inputs of one length).
@@ -95,240 +101,147 @@ class GateConfig:
     tau: float = 1.0
 
 
-@dataclass
-class ExpertConfig:
-    """One expert: a name and the `model` keys that differ from the run's `model` section (merged over it)."""
-
-    name: str = "expert"
-    model: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DynMMConfig:
-    """Modality-level DynMM recipe: stage I trains each expert, stage II the gate (experts frozen), optional
-    stage III fine-tunes everything.
-
-    `expert_train`, `gate_train`, `finetune_train` override keys of the run's `train` section per stage
-    (`finetune_train: null` skips stage III). `gate_data` overrides keys of `data` for stages II-III (e.g. MOSI:
-    train the gate on rows whose features the upstream extractors never saw); `eval_data` for the final
-    evaluation (default: `gate_data`). `experts_dir` reuses experts trained by another run (a λ sweep trains
-    them once).
-    """
-
-    experts: list[ExpertConfig] = field(default_factory=list)
-    gate: GateConfig = field(default_factory=GateConfig)
-    resource_weight: float = 0.0
-    expert_train: dict[str, Any] = field(default_factory=dict)
-    gate_train: dict[str, Any] = field(default_factory=dict)
-    finetune_train: dict[str, Any] | None = None
-    gate_data: dict[str, Any] = field(default_factory=dict)
-    eval_data: dict[str, Any] | None = None
-    experts_dir: str | None = None
-
-
-@dataclass
-class FusionLevelConfig:
-    """Fusion-level DynMM for RGB-D segmentation (data with `rgb` and `depth` image modalities).
-
-    Stage I trains the supernet on uniformly random paths (`supernet_train` overrides `train`); stage II trains
-    gate + network with the resource loss, Gumbel τ decayed exponentially from `tau_start` to `tau_end` over its
-    epochs (`gate_train`). `static_op` instead trains one static baseline: that op in every cell, no gate
-    (`identity` = RGB only: the depth encoder never runs). `primary: depth` swaps the roles: the depth encoder
-    feeds the decoder and RGB is the skippable one (with `static_op: identity`, the depth-only baseline).
-    `supernet_dir` shares stage I between runs that differ only in stage II (a λ sweep): it is trained there
-    once and loaded by the others.
-    """
-
-    layout: str = "tiny"
-    primary: str = "rgb"
-    ops: list[str] | None = None
-    decoder_width: int = 64
-    gate_width: int = 32
-    static_op: str | None = None
-    resource_weight: float = 0.0
-    supernet_train: dict[str, Any] = field(default_factory=dict)
-    gate_train: dict[str, Any] = field(default_factory=dict)
-    tau_start: float = 1.0
-    tau_end: float = 1.0e-4
-    supernet_dir: str | None = None
-
-
-ADAMML_LIGHT_POLICY: dict[str, Any] = {"hidden": 128, "widths": [8, 16, 24], "strides": [2, 2, 2], "feature_dim": 32}
-"""AdaMML's default policy: lighter than `AdaMMLPolicy`'s own defaults (paper-sized LSTM 256), so that on
-28x28 digits and 40-mel log-mels it stays cheap next to the recognition nets."""
-
-
-@dataclass
-class AdaMMLConfig:
-    """AdaMML on clips of T segments (data with (T, C, H, W) image modalities, e.g. `avclips`).
-
-    `encoders`: recognition encoder per modality (`default` + per-modality entries, as `model.encoders`; unset:
-    `dynmm.models.adamml.DEFAULT_ENCODER`). `policy`: `AdaMMLPolicy` options; keys not given take the values of
-    `ADAMML_LIGHT_POLICY`. `fallback`: modality kept on the first segment of a clip whose policy keeps nothing
-    (default: the cheapest recognition net by measured MAdds).
-    Loss of the joint phase: CE + Σ_k λ_k·C_k with C_k = (share of the clip's segments that keep k)² if the clip
-    is predicted correctly, else `gamma`. `lambdas`: modality -> λ_k; unset: `resource_weight` × the modality's
-    measured per-segment MAdds / the costliest modality's (`default_lambdas`).
-    Gumbel temperature of the joint phase: `tau_start` × `tau_factor`^epoch (the paper: 5 × 0.965^epoch).
-    Phases, each with overrides of `train`: `warmup_train` (policy off, every segment of every modality, CE),
-    `joint_train` (policy + nets with the loss above), `finetune_train` (policy frozen at its argmax decisions,
-    nets adapt to the segments they keep, CE). `warmup_dir` shares the warmup phase between runs that differ
-    only after it (a λ sweep): it is trained there once and loaded by the others; it records what it was
-    trained for, and a run built differently refuses to use it.
-    `train_baselines`: also train late fusion on all segments and each modality alone on all segments, from
-    scratch for as many epochs as the three phases together (the fair comparison; next to the warmup folder,
-    shared by a sweep); off: those baselines are read off the warmup weights (cheaper, undertrained).
-    """
-
-    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    policy: dict[str, Any] = field(default_factory=lambda: dict(ADAMML_LIGHT_POLICY))
-    fallback: str | None = None
-    resource_weight: float = 0.5
-    lambdas: dict[str, float] | None = None
-    gamma: float = 10.0
-    tau_start: float = 5.0
-    tau_factor: float = 0.965
-    warmup_train: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 5})
-    joint_train: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 20})
-    finetune_train: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 10})
-    warmup_dir: str | None = None
-    train_baselines: bool = True
-
-
-@dataclass
-class MFASConfig:
-    """MFAS: search the fusion of frozen unimodal backbones (`dynmm search mfas CONFIG`).
-
-    `modalities`: the fused modalities in order (>= 2; default: the data set's, sorted). Each backbone is an
-    ordinary static run of the run's `model` + `train` with `fusion: unimodal` on one modality, trained into
-    `<run>/backbones/<modality>` unless `backbone_runs` names a finished run for it (trained with `dynmm train`).
-    `search_data`: overrides of `data` for the fusion search (e.g. MOSI rows whose features are unseen).
-    A fusion layer picks one candidate layer of every backbone and an activation from `activations`;
-    h_l = σ(W_l [x_1; ...; x_M; h_{l-1}]) with `width` units; a linear head reads h_L.
-    Progressive search (`iterations` passes over positions 1..`layers`): the first step evaluates every
-    one-layer architecture (or `first_step_samples` of them), later steps expand the previous step's picks by one
-    position, rank the expansions with the LSTM surrogate and draw `samples_per_step` of them with a temperature
-    (inverse-exponential from `tau_start` to `tau_end` over `tau_steps` steps). Each evaluation trains only the
-    fusion layers for `epochs_per_eval` epochs on cached backbone features, starting from the weights shared by
-    position and shape (`weight_sharing`). Then the `top_k` found are trained from scratch for `final_epochs`.
-    `search_seeds`: one MFAS search and one random search (same number of evaluations, same training) per seed.
-    `cache`: "memory" or "memmap" (`cache_dir`, default `<run>/feature_cache`, keyed by the backbones' weights).
-    `timing_architectures`: evaluations also timed with the backbones recomputed for every batch (no cache).
-    `metric`: what the search maximises on `valid` (default: accuracy; acc2 for sentiment; f1_micro multilabel).
-    `device`: where backbones and fusion networks run: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
-    """
-
-    modalities: list[str] | None = None
-    backbone_runs: dict[str, str] = field(default_factory=dict)
-    search_data: dict[str, Any] | None = None
-    layers: int = 4
-    width: int = 32
-    activations: list[str] = field(default_factory=lambda: ["relu", "sigmoid", "leaky_relu"])
-    iterations: int = 1
-    first_step_samples: int | None = None
-    samples_per_step: int = 15
-    epochs_per_eval: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    weight_sharing: bool = True
-    tau_start: float = 10.0
-    tau_end: float = 0.2
-    tau_steps: int = 2
-    surrogate: dict[str, Any] = field(default_factory=dict)
-    top_k: int = 3
-    final_epochs: int = 20
-    search_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    random_search: bool = True
-    cache: str = "memory"
-    cache_dir: str | None = None
-    timing_architectures: int = 3
-    metric: str | None = None
-    device: str = "auto"
-
-
-@dataclass
-class RunConfig:
+class RunConfig(Section):
     """Everything that defines a run; written resolved to runs/<name>/config.yaml.
 
-    Without a `dynmm`, `fusion_level` or `adamml` section the run trains one static model (`model`); with one
-    (at most one), that method's recipe. An `mfas` section makes it a search (`dynmm search mfas`), whose
-    backbones are static runs of `model` and `train`.
+    Without a method section the run trains one static model (`model`); with one (at most one trainable), that
+    method's recipe. Method sections are registered by the methods (`register_section`); `load_config` and
+    `from_dict(RunConfig, ...)` build the class that knows every registered one (`run_config_class`).
     """
 
     name: str = "run"
     seed: int = 0
     output_dir: str = "runs"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    dynmm: DynMMConfig | None = None
-    fusion_level: FusionLevelConfig | None = None
-    adamml: AdaMMLConfig | None = None
-    mfas: MFASConfig | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def section(self, key: str) -> Section | None:
+        """The method section `key` (None when absent or not registered)."""
+        value = getattr(self, key, None)
+        return value if isinstance(value, Section) else None
+
+    def present_sections(self) -> list[str]:
+        """The registered method sections this config holds, in registration order."""
+        return [key for key in SECTIONS if self.section(key) is not None]
 
 
-T = typing.TypeVar("T")
+SECTIONS: dict[str, type[Section]] = {}
+"""Method sections by top-level key, in registration order (the order of config.yaml)."""
+
+_RUN_CONFIG_CLASSES: dict[tuple[tuple[str, type[Section]], ...], type[RunConfig]] = {}
+
+
+def register_section(key: str, section: type[Section]) -> None:
+    """Let `RunConfig` accept `key: {...}` validated as `section` (a method's own config section)."""
+    if key in RunConfig.model_fields:
+        raise ConfigError(f"a method section cannot be named {key!r}: that is a key of every run config")
+    if SECTIONS.get(key, section) is not section:
+        raise ConfigError(f"two methods register the config section {key!r}")
+    SECTIONS[key] = section
+
+
+def run_config_class() -> type[RunConfig]:
+    """`RunConfig` with one optional field per registered method section (built once per set of sections)."""
+    key = tuple(SECTIONS.items())
+    if key not in _RUN_CONFIG_CLASSES:
+        fields: dict[str, Any] = {name: (section | None, None) for name, section in SECTIONS.items()}
+        _RUN_CONFIG_CLASSES[key] = create_model("RunConfig", __base__=RunConfig, __module__=__name__, **fields)
+    return _RUN_CONFIG_CLASSES[key]
+
+
+S = TypeVar("S", bound=Section)
+
+
+def section_of(config: RunConfig, key: str, kind: type[S]) -> S:
+    """A method's typed view of its own section; a ConfigError when the config has none."""
+    value = config.section(key)
+    if not isinstance(value, kind):
+        raise ConfigError(f"this run config has no `{key}` section")
+    return value
+
+
+def replace_section(config: RunConfig, key: str, **changes: Any) -> RunConfig:
+    """A copy of `config` whose section `key` has `changes` (a λ sweep point, a shared stage folder)."""
+    current = config.section(key)
+    if current is None:
+        raise ConfigError(f"this run config has no `{key}` section")
+    return config.model_copy(update={key: current.model_copy(update=changes)})
+
+
+T = TypeVar("T")
 
 
 def from_dict(cls: type[T], raw: Any, path: str = "") -> T:
-    """Build dataclass `cls` from a plain dict, refusing unknown keys and values of the wrong type."""
+    """Build `cls` (a section, or a dataclass marked with pydantic's `with_config(extra="forbid")`) from a plain
+    dict, refusing unknown keys and values of the wrong type.
+
+    Errors are one line naming the full dotted key (`train.max_epoch`), with a suggestion for a misspelt key, or
+    the expected type and the value found."""
+    if cls is RunConfig:
+        cls = typing.cast(type[T], run_config_class())
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config section {path or '<root>'!r} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in raw:
-        if key not in known:
-            full = f"{path}.{key}" if path else str(key)
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key {full!r}{hint}; valid keys here: {sorted(known)}")
-    values = {}
-    for key, value in raw.items():
-        full = f"{path}.{key}" if path else key
-        values[key] = _coerce(hints[key], value, full)
-    return cls(**values)
+    try:
+        return TypeAdapter(cls).validate_python(raw)  # strictness is the section's (its model_config)
+    except ValidationError as err:
+        raise _config_error(err, cls, path) from None
 
 
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)  # type: ignore[arg-type]
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, path)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"config key {path!r}: {value!r} fits no type of {tp}")
-    if tp is Any:
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config key {path!r} expects a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key {path!r} expects a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _coerce(item, v, f"{path}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp is bool and isinstance(value, bool):
-        return value
-    if tp is str and isinstance(value, str):
-        return value
-    raise ConfigError(f"config key {path!r} expects {getattr(tp, '__name__', tp)}, got {value!r}")
+_EXPECTED = {
+    "int_type": "int",
+    "float_type": "float",
+    "string_type": "str",
+    "bool_type": "bool",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+}
+
+
+def _dotted(path: str, loc: tuple[Any, ...]) -> str:
+    text = path
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _fields(cls: Any) -> dict[str, Any]:
+    """Field name -> annotation of a section or a dataclass ({} for anything else)."""
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return {name: field.annotation for name, field in cls.model_fields.items()}
+    if dataclasses.is_dataclass(cls) and isinstance(cls, type):
+        return typing.get_type_hints(cls)
+    return {}
+
+
+def _fields_at(cls: Any, loc: tuple[Any, ...]) -> dict[str, Any]:
+    """The fields of the section reached by following `loc` through `cls` ({} past a plain dict or list)."""
+    current = cls
+    for part in loc:
+        current = _fields(current).get(part)
+        if typing.get_origin(current) in (Union, types.UnionType):
+            current = next((a for a in typing.get_args(current) if a is not type(None)), None)
+    return _fields(current)
+
+
+def _config_error(err: ValidationError, cls: Any, path: str) -> ConfigError:
+    """The first problem pydantic found, as the one-line message users know."""
+    first = err.errors()[0]
+    loc, kind, value = tuple(first["loc"]), first["type"], first.get("input")
+    full = _dotted(path, loc)
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # a section, a dataclass
+        known = sorted(_fields_at(cls, loc[:-1]))
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"unknown config key {full!r}{hint}; valid keys here: {known}")
+    if kind == "value_error":  # a section's own check (e.g. a __post_init__) said what is wrong
+        return ConfigError(str(first.get("ctx", {}).get("error", first["msg"])))
+    if kind in ("model_type", "dataclass_type"):
+        return ConfigError(f"config section {full!r} must be a mapping, got {type(value).__name__}")
+    expected = _EXPECTED.get(kind, first["msg"].removeprefix("Input should be ").lower())
+    return ConfigError(f"config key {full!r} expects {expected}, got {value!r}")
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -409,8 +322,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return from_dict(RunConfig, raw)
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def to_dict(config: BaseModel) -> dict[str, Any]:
+    return config.model_dump()
 
 
 def dump_config(config: RunConfig) -> str:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dynmm.bench.speed import run_trained_benchmark
 from dynmm.config import load_config
-from dynmm.eval.dynmm_report import SPEED_FILE, write_run_report
 from dynmm.io import atomic_write_json
-from dynmm.train.run import run_or_reuse
+from dynmm.methods.modality_level.report import SPEED_FILE, write_run_report
+from dynmm.methods.modality_level.speed import run_trained_benchmark
+from dynmm.methods.registry import run_or_reuse
 
 QUICK_AVDIGITS = [
     "--data.options.train_size=4000",

@@ -22,9 +22,9 @@ from dynmm.data.affect import AFFECT_OPTIONS, affect_info, check_affect, load_af
 from dynmm.data.base import collate
 from dynmm.data.safe_pickle import RestrictedUnpickler, allowed_globals, safe_load
 from dynmm.errors import ConfigError, DataError
-from dynmm.models.modality_level import build_modality_level
-from dynmm.models.static import build_static_model
-from dynmm.train.recipe import check_dynmm_config, expert_run_config
+from dynmm.methods.modality_level.model import build_modality_level
+from dynmm.methods.modality_level.recipe import check_dynmm_config, expert_run_config
+from dynmm.nn.static_model import build_static_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"train": 24, "valid": 8, "test": 8}

@@ -12,9 +12,9 @@ from dynmm.data.base import collate
 from dynmm.data.lazy import materialize
 from dynmm.data.npy_rows import NpyRows
 from dynmm.errors import ConfigError, DataError
-from dynmm.models.modality_level import build_modality_level
-from dynmm.models.static import build_static_model
-from dynmm.search.mfas.backbones import Backbone
+from dynmm.methods.mfas.backbones import Backbone
+from dynmm.methods.modality_level.model import build_modality_level
+from dynmm.nn.static_model import build_static_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "avmnist"
 VALID = 10

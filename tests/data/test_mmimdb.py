@@ -21,8 +21,8 @@ from dynmm.data.base import collate
 from dynmm.data.lazy import H5Rows
 from dynmm.data.mmimdb import MMIMDB_OPTIONS, SCALE_ROWS, check_mmimdb, load_mmimdb, mmimdb_info
 from dynmm.errors import ConfigError, DataError
-from dynmm.models.modality_level import build_modality_level
-from dynmm.models.static import build_static_model
+from dynmm.methods.modality_level.model import build_modality_level
+from dynmm.nn.static_model import build_static_model
 from dynmm.specs import TaskSpec
 
 SIZES = {"train": 15552, "valid": 2608, "test": 7799}

@@ -36,7 +36,7 @@ from dynmm.data.nyuv2 import (
     nyuv2_info,
 )
 from dynmm.errors import ConfigError, DataError
-from dynmm.models.fusion_level import build_fusion_level
+from dynmm.methods.fusion_level.model import build_fusion_level
 
 H, W = 12, 16
 NATIVE = {"height": H, "width": W}

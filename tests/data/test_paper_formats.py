@@ -14,7 +14,7 @@ from dynmm.config import load_config
 from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.data.registry import FORMATS, check_files, load_dataset
 from dynmm.errors import ConfigError
-from dynmm.train.run import train_run
+from dynmm.methods.registry import train_run
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 
 from dynmm.cli import main
 from dynmm.config import load_config
-from dynmm.train.run import train_run
+from dynmm.methods.registry import train_run
 
 ENTRY = "from dynmm.cli import main; main()"
 FAST = ["--train.max_epochs=1", "--train.progress_bar=false"]

@@ -25,11 +25,12 @@ import torch
 
 from dynmm.config import load_config
 from dynmm.data.datamodule import EpochShuffle
-from dynmm.models.modality_level import build_modality_level
-from dynmm.models.static import build_static_model
-from dynmm.train.dynmm_module import DynMMGateModule
-from dynmm.train.evaluate_run import evaluate_exported
-from dynmm.train.recipe import data_module, expert_run_config, stage_data
+from dynmm.engine.stages import data_module, stage_data
+from dynmm.methods.evaluate_run import evaluate_exported
+from dynmm.methods.modality_level.model import build_modality_level
+from dynmm.methods.modality_level.module import DynMMGateModule
+from dynmm.methods.modality_level.recipe import expert_run_config
+from dynmm.nn.static_model import build_static_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240  # a hang fails the test instead of blocking the suite
@@ -42,7 +43,7 @@ PROBE = """
 import json, os
 import torch
 import torch.distributed as dist
-from dynmm.models.modality_level import ModalityLevelDynMM
+from dynmm.methods.modality_level.model import ModalityLevelDynMM
 
 forward = ModalityLevelDynMM.forward
 

@@ -35,14 +35,15 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.models import test_adamml, test_fusion_level
-from tests.models.test_modality_level import batch, build
+from tests.methods.adamml import test_model as test_adamml
+from tests.methods.fusion_level import test_model as test_fusion_level
+from tests.methods.modality_level.test_model import batch, build
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
 
-from dynmm.bench.speed import forced_choice
+from dynmm.methods.modality_level.speed import forced_choice
 from dynmm.routing import MODES, Mode, route
 
 Shape = tuple[int, ...]

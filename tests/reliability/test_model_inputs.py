@@ -13,19 +13,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from dynmm.bench.speed import forced_choice
 from dynmm.config import ModelConfig
 from dynmm.errors import ConfigError, InputError
-from dynmm.models.adamml import AdaMML
-from dynmm.models.fusion_level import FusionLevelDynMM
-from dynmm.models.modality_level import ModalityLevelDynMM
-from dynmm.models.static import StaticFusionModel, build_static_model
+from dynmm.methods.adamml.model import AdaMML
+from dynmm.methods.fusion_level.model import FusionLevelDynMM
+from dynmm.methods.mfas.backbones import Backbone
+from dynmm.methods.mfas.feature_cache import FeatureCache
+from dynmm.methods.mfas.model import MFASModel
+from dynmm.methods.mfas.space import FusionNetwork, LayerChoice, SearchSpace
+from dynmm.methods.modality_level.model import ModalityLevelDynMM
+from dynmm.methods.modality_level.speed import forced_choice
 from dynmm.nn.gates import MLPGate
+from dynmm.nn.static_model import StaticFusionModel, build_static_model
 from dynmm.routing import route
-from dynmm.search.mfas.backbones import Backbone
-from dynmm.search.mfas.feature_cache import FeatureCache
-from dynmm.search.mfas.model import MFASModel
-from dynmm.search.mfas.space import FusionNetwork, LayerChoice, SearchSpace
 from dynmm.specs import Inputs, ModalitySpec, TaskSpec
 
 Batch = Callable[[int], Inputs]

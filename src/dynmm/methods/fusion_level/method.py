@@ -1,0 +1,63 @@
+"""Fusion-level DynMM as a method: the `fusion_level` config section, model type "fusion_level"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dynmm.config import RunConfig, section_of
+from dynmm.errors import ConfigError
+from dynmm.methods.base import Method, sweep_rows
+from dynmm.methods.fusion_level.config import FusionLevelConfig
+
+if TYPE_CHECKING:
+    import typer
+
+    from dynmm.engine.export import Builder
+    from dynmm.engine.run_folder import RunResult
+    from dynmm.engine.sweep import SweepRun
+
+
+class FusionLevel(Method):
+    name = "fusion_level"
+    section = "fusion_level"
+    config = FusionLevelConfig
+    shared_stage = ("supernet_dir", "supernet")
+    label = "DynMM"
+
+    def train(self, config: RunConfig, resume: bool) -> RunResult:
+        from dynmm.methods.fusion_level.recipe import run_fusion_level_recipe
+
+        return run_fusion_level_recipe(config, resume)
+
+    def builders(self) -> dict[str, Builder]:
+        from dynmm.methods.fusion_level.export import FUSION_LEVEL_BUILDERS
+
+        return FUSION_LEVEL_BUILDERS
+
+    def report(self, run_dir: Path, sweep: Path | None, baselines: Path | None) -> Path:
+        from dynmm.methods.fusion_level.report import rebuild_fusion_report
+
+        return rebuild_fusion_report(run_dir, baselines)
+
+    def check_sweep(self, config: RunConfig) -> None:
+        if section_of(config, "fusion_level", FusionLevelConfig).static_op is not None:
+            raise ConfigError("dynmm sweep: a static baseline (fusion_level.static_op) has no λ to sweep")
+
+    def sweep_summary(self, sweep: SweepRun) -> dict[str, Any]:
+        from dynmm.methods.fusion_level.sweep import fusion_level_summary
+
+        return fusion_level_summary(sweep)
+
+    def sweep_table(self, summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+        columns = ["model", "MAdds/sample", summary["metric"], "skippable-encoder MAdds/sample"]
+        shares = [f"{p['aux_madds_per_sample']:,.0f}" for p in summary["points"]]
+        return columns, sweep_rows(self.label, summary["points"], shares)
+
+    def add_commands(self, bench: typer.Typer, search: typer.Typer) -> None:
+        from dynmm.methods.fusion_level.cli import add_commands
+
+        add_commands(bench)
+
+
+FUSION_LEVEL = FusionLevel()

@@ -1,0 +1,157 @@
+"""The modality-level DynMM recipe as one command, resumable from any stage.
+
+Layout of a DynMM run directory:
+    config.yaml                   the resolved configuration
+    experts/<name>/               stage I: one ordinary static run per expert (reused when finished)
+    gate/, finetune/              stages II and III: checkpoints/, logs/, and weights.safetensors + done.json
+                                  once the stage is complete (a restarted recipe skips completed stages)
+    model.safetensors/.json       the exported DynMM model
+    metrics.json, routing.json    final evaluation (see eval/dynmm_report.py)
+
+With several processes every rank runs every stage (each stage's Trainer reuses the process group); the files
+are written by the main process only, and the other ranks wait for it (train/distributed.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from dynmm.config import ModelConfig, RunConfig, TrainConfig, deep_merge, dump_config, from_dict, section_of, to_dict
+from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.engine.distributed import is_main_process, on_main_process
+from dynmm.engine.export import export_model
+from dynmm.engine.fit import fit_stage
+from dynmm.engine.run_folder import CONFIG_FILE, METRICS_FILE, RunResult, monitor_for, prepare_run_dir, read_metrics
+from dynmm.engine.stages import data_module, stage_data, stage_train
+from dynmm.errors import ConfigError
+from dynmm.io import atomic_write_json, atomic_write_text
+from dynmm.methods.modality_level.config import DynMMConfig, ExpertConfig
+from dynmm.methods.modality_level.export import dynmm_sections
+from dynmm.methods.modality_level.model import ModalityLevelDynMM, build_modality_level
+from dynmm.methods.modality_level.module import DynMMGateModule
+from dynmm.methods.static.export import load_static
+from dynmm.methods.static.run import static_run_or_reuse
+from dynmm.nn.gates import check_gate_config
+from dynmm.specs import TaskSpec
+
+OBJECTIVE = ("val/objective", "min")
+"""Stages II and III keep the checkpoint with the best task loss + λ·cost on validation: the trade-off the gate
+is trained for (selecting by accuracy alone would favour the most expensive routing)."""
+
+
+def dynmm_section(config: RunConfig) -> DynMMConfig:
+    return section_of(config, "dynmm", DynMMConfig)
+
+
+def check_dynmm_config(run: RunConfig) -> None:
+    """Everything that can be checked before stage I starts, so a typo never costs an expert training."""
+    config = dynmm_section(run)
+    check_gate_config(config.gate)
+    stage_train(run, config.gate_train, "dynmm.gate_train")
+    if config.finetune_train is not None:
+        stage_train(run, config.finetune_train, "dynmm.finetune_train")
+    if len(config.experts) < 2:
+        raise ConfigError(f"dynmm.experts needs at least 2 experts to route between, got {len(config.experts)}")
+    names = [e.name for e in config.experts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"dynmm.experts: names must be unique, got {names}")
+    if config.resource_weight < 0:
+        raise ConfigError(f"dynmm.resource_weight (λ) must be >= 0, got {config.resource_weight}")
+
+
+def expert_run_config(config: RunConfig, expert: ExpertConfig, experts_dir: Path) -> RunConfig:
+    """Stage I for one expert: an ordinary static run whose model is the run's `model` + the expert's keys."""
+    model = from_dict(ModelConfig, deep_merge(to_dict(config.model), expert.model), f"dynmm.experts.{expert.name}")
+    return config.model_copy(
+        update={
+            "name": expert.name,
+            "output_dir": str(experts_dir),
+            "model": model,
+            "train": stage_train(config, dynmm_section(config).expert_train, "dynmm.expert_train"),
+            "dynmm": None,
+        }
+    )
+
+
+def run_stage(
+    name: str,
+    run_dir: Path,
+    model: ModalityLevelDynMM,
+    task: TaskSpec,
+    data: MultimodalDataModule,
+    config: RunConfig,
+    train: TrainConfig,
+    train_experts: bool,
+) -> dict[str, Any]:
+    """Train the gate (stage II) or everything (stage III); a completed stage is loaded instead of retrained."""
+    module = DynMMGateModule(
+        model,
+        task,
+        dynmm_section(config).resource_weight,
+        train.lr,
+        train.weight_decay,
+        train.optimizer,
+        train_experts=train_experts,
+    )
+    summary = fit_stage(
+        run_dir / name, module, model, data, train, monitor_for(train, task, default=OBJECTIVE), config.seed
+    )
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return summary
+
+
+def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
+    """Stage I experts → stage II gate (experts frozen) → optional stage III fine-tuning → evaluation + export."""
+    from dynmm.methods.modality_level.report import evaluate_dynmm_run
+
+    dyn = dynmm_section(config)
+    check_dynmm_config(config)
+    run_dir = prepare_run_dir(config, resume)
+    if is_main_process():
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+
+    experts_dir = Path(dyn.experts_dir) if dyn.experts_dir else run_dir / "experts"
+    expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
+    expert_dirs = [static_run_or_reuse(c).run_dir for c in expert_configs]
+
+    gate_config = stage_data(config, dyn.gate_data)
+    gate_data = data_module(config, gate_config)
+    info = gate_data.info
+    experts = [load_static(d).model for d in expert_dirs]
+    pl.seed_everything(config.seed, workers=True, verbose=False)  # the same gate init whether experts were reused
+    model = build_modality_level(experts, dyn.gate, info.modalities)
+    stages = {
+        "gate": run_stage(
+            "gate",
+            run_dir,
+            model,
+            info.task,
+            gate_data,
+            config,
+            stage_train(config, dyn.gate_train, "dynmm.gate_train"),
+            False,
+        )
+    }
+    if dyn.finetune_train is not None:
+        finetune = stage_train(config, dyn.finetune_train, "dynmm.finetune_train")
+        stages["finetune"] = run_stage("finetune", run_dir, model, info.task, gate_data, config, finetune, True)
+    model.eval()
+
+    eval_config = stage_data(config, dyn.eval_data if dyn.eval_data is not None else dyn.gate_data)
+    eval_data = gate_data if eval_config == gate_config else data_module(config, eval_config)
+    exported_data = eval_config.model_copy(update={"options": dict(eval_data.options)})
+    named = [(e.name, c.model) for e, c in zip(dyn.experts, expert_configs, strict=True)]
+
+    def evaluate_and_export() -> dict[str, Any]:
+        metrics = evaluate_dynmm_run(run_dir, model, [n for n, _ in named], eval_data, stages)
+        extra = {"metrics": {k: metrics[k] for k in ("valid", "test", "madds_per_sample")}}
+        sections = dynmm_sections(named, dyn.gate)
+        export_model(run_dir, model, config.model, exported_data, info.modalities, info.task, extra, "dynmm", sections)
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
+        return metrics
+
+    return RunResult(run_dir, on_main_process(evaluate_and_export, lambda: read_metrics(run_dir)))

@@ -1,1 +1,0 @@
-"""Architecture search over fusion networks."""

@@ -1,1 +1,0 @@
-"""MFAS: multimodal fusion architecture search on frozen unimodal backbones."""
