@@ -6,10 +6,10 @@ Layout of a DynMM run directory:
     gate/, finetune/              stages II and III: checkpoints/, logs/, and weights.safetensors + done.json
                                   once the stage is complete (a restarted recipe skips completed stages)
     model.safetensors/.json       the exported DynMM model
-    metrics.json, routing.json    final evaluation (see eval/dynmm_report.py)
+    metrics.json, routing.json    final evaluation (see report.py)
 
 With several processes every rank runs every stage (each stage's Trainer reuses the process group); the files
-are written by the main process only, and the other ranks wait for it (train/distributed.py).
+are written by the main process only, and the other ranks wait for it (engine/distributed.py).
 """
 
 from __future__ import annotations
