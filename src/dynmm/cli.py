@@ -135,7 +135,7 @@ def data_info() -> None:
 @data_app.command("check")
 def data_check(
     path: Path = typer.Argument(..., help="Your file or folder, e.g. data/external/mmimdb/multimodal_imdb.hdf5"),
-    format: str = typer.Option(..., "--format", help="mmimdb, affect, avmnist or nyuv2"),
+    format: str = typer.Option(..., "--format", help="mmimdb, affect, avmnist, nyuv2 or arrays"),
 ) -> None:
     """Validate a data set in one of the papers' formats (keys, shapes, dtypes, value ranges, split sizes) and
     print what is wrong, before any training starts. Exits 1 when there are problems."""
@@ -153,6 +153,32 @@ def data_check(
     if not report.ok:
         raise typer.Exit(1)
     console.print(f"[green]ok[/green]: {format} files at {path} can be loaded with data.options.path={path}")
+
+
+@bench_app.command("arrays")
+def bench_arrays(
+    folder: Path = typer.Option(Path("/tmp/dynmm_arrays_bench"), help="Where the generated .npy folder is written."),
+    gigabytes: float = typer.Option(4.0, help="Total size of the generated folder (GiB)."),
+    batch_size: int = typer.Option(512, help="Training and reading batch size."),
+    speed_rows: int = typer.Option(100_000, help="Training rows read memory-mapped and held in memory."),
+    keep: bool = typer.Option(False, help="Keep the generated files (else they are deleted at the end)."),
+    output: Path = typer.Option(Path("benchmarks/results/arrays_memory.json"), help="JSON file to write."),
+) -> None:
+    """Train on a generated multi-GB folder of .npy files: peak resident memory, and read speed memory-mapped vs
+    held in memory (data.name: arrays)."""
+    from dynmm.data.arrays_bench import run_arrays_benchmark
+    from dynmm.io import atomic_write_json
+
+    results = run_arrays_benchmark(folder, gigabytes, batch_size, speed_rows, keep)
+    atomic_write_json(output, results)
+    training, speed = results["training"], results["read_speed"]
+    console.print(
+        f"{results['folder']['bytes'] / 2**30:.2f} GiB of .npy: training peak RSS "
+        f"{training['peak_rss_bytes'] / 2**30:.2f} GiB in {training['wall_s']:.0f} s; reads "
+        f"{speed['rows_per_s']['memory_mapped']:,.0f} rows/s memory-mapped vs {speed['rows_per_s']['in_memory']:,.0f} "
+        f"held in memory ({speed['ratio']:.2f})"
+    )
+    console.print(f"results written to [bold]{output}[/bold]")
 
 
 @app.command()

@@ -14,11 +14,11 @@ import dataclasses
 import difflib
 import types
 import typing
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 
 from dynmm.errors import ConfigError
 
@@ -116,6 +116,11 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_below_output_dir(cls, value: Any) -> Any:
+        return check_run_name(value) if isinstance(value, str) or value is None else value
+
     def section(self, key: str) -> Section | None:
         """The method section `key` (None when absent or not registered)."""
         value = getattr(self, key, None)
@@ -124,6 +129,27 @@ class RunConfig(Section):
     def present_sections(self) -> list[str]:
         """The registered method sections this config holds, in registration order."""
         return [key for key in SECTIONS if self.section(key) is not None]
+
+
+def check_run_name(name: str | None, key: str = "name") -> str:
+    """`name` if it names a folder below the output folder: a relative path (subfolders such as `exp/a` are
+    fine), not empty, without `..`, NUL or a drive. Raises ValueError (a ConfigError once pydantic's error is
+    translated) otherwise.
+
+    Why: runs/<name>/ is created, written and (with --resume) continued; `--name=../../x` or `--name=/tmp/x`
+    would put a whole run outside `output_dir`, and an empty name would write into `output_dir` itself."""
+    if name is None or not name.strip() or all(part == "." for part in PureWindowsPath(name).parts):
+        raise ValueError(f"{key} must name a folder below output_dir (e.g. mosi_tfn or exp/a), got {name!r}")
+    if "\x00" in name:
+        raise ValueError(f"{key} must not contain a NUL character, got {name!r}")
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor:
+        raise ValueError(
+            f"{key} {name!r} is an absolute path; a run name is relative to output_dir (e.g. exp/a): "
+            "set --output_dir to write elsewhere"
+        )
+    if ".." in PureWindowsPath(name).parts:
+        raise ValueError(f"{key} {name!r} leaves output_dir: a run name is a relative path without '..' (e.g. exp/a)")
+    return name
 
 
 SECTIONS: dict[str, type[Section]] = {}

@@ -25,7 +25,17 @@ def fixtures(tmp_path_factory):
         "affect": write_affect_fixture(tmp / "mosi_raw.pkl"),
         "avmnist": write_avmnist_fixture(tmp / "avmnist", train=60, test=20),
         "nyuv2": write_mat(tmp / "nyu", make_content()),
+        "arrays": _write_arrays(tmp / "my_data.npz"),
     }
+
+
+def _write_arrays(path):
+    """A user's own arrays (`data.name: arrays`): two modalities, a target and a split array."""
+    rng = np.random.default_rng(0)
+    n = 40
+    split = np.array(["train"] * 24 + ["valid"] * 8 + ["test"] * 8)
+    np.savez(path, a=rng.normal(size=(n, 5)), b=rng.normal(size=(n, 3, 4)), target=rng.integers(0, 3, n), split=split)
+    return path
 
 
 def test_every_format_is_registered_with_a_check(fixtures):

@@ -8,7 +8,7 @@ from dynmm.errors import ConfigError, DataError
 
 def test_known_names() -> None:
     assert set(BUNDLED) == {"mosi", "avdigits", "avclips", "rgbd_synth"}
-    assert set(FORMATS) == {"mmimdb", "affect", "avmnist", "nyuv2"}
+    assert set(FORMATS) == {"mmimdb", "affect", "avmnist", "nyuv2", "arrays"}
     assert set(DATASETS) == set(BUNDLED) | set(FORMATS)
     assert all("path" in accepted_options(name) for name in FORMATS)
     assert accepted_options("mosi") == ("split_column", "stats_split_column")

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from dynmm.data.base import DatasetInfo, MultimodalDataset, collate, info_from_splits
-from dynmm.data.registry import accepted_options, check_options, dataset_info, load_dataset
+from dynmm.data.registry import accepted_options, check_options, dataset_info, load_dataset, resolve_options
 from dynmm.errors import ConfigError
 
 
@@ -85,6 +85,9 @@ class MultimodalDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
+            # Options derived from the data once (arrays' z-score statistics) are filled in here, so that a run's
+            # export records `self.options` as used and its evaluation reads the very same values.
+            self.options = resolve_options(self.dataset_name, self.options)
             self.splits = load_dataset(self.dataset_name, **self.options)
             task = dataset_info(self.dataset_name, **self.options)
             kinds = {k: spec.kind for k, spec in task.modalities.items()}

@@ -49,9 +49,28 @@ def row_indices(index: slice | Tensor | np.ndarray | list[int], length: int) -> 
     return rows
 
 
-class LazyRows:
-    """Rows `start..stop` of an on-disk array, each reshaped to `row_shape`, as float32 tensors times `scale`.
+def _affine(value: float | np.ndarray, name: str, row_shape: tuple[int, ...], path: Path) -> float | np.ndarray:
+    """A scalar stays a float; an array must broadcast to one row (e.g. (C, 1, 1) per channel of an image)."""
+    if np.ndim(value) == 0:
+        return float(value)
+    array = np.asarray(value, dtype=np.float32)
+    try:
+        fits = np.broadcast_shapes(array.shape, row_shape) == row_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise DataError(f"{path}: {name} of shape {array.shape} does not broadcast to a row of shape {row_shape}")
+    return array
 
+
+class LazyRows:
+    """Rows `start..stop` (or the listed `rows`) of an on-disk array, each reshaped to `row_shape`, as float32
+    tensors `(value + shift) * scale`.
+
+    `scale` and `shift` are floats or arrays that broadcast to one row (e.g. a per-channel z-score: shift = -mean,
+    scale = 1/std, shaped (C, 1, 1) for an image). `rows`, when given, lists the (strictly increasing) absolute
+    row numbers this object exposes instead of the range `start..stop`: a split whose rows interleave with
+    other splits' rows in the file.
     Subclasses implement `_open()` (the array-like, opened once per process) and may override `_read` (values
     of sorted, unique absolute row indices).
     """
@@ -60,10 +79,17 @@ class LazyRows:
     device = torch.device("cpu")
 
     def __init__(
-        self, path: str | Path, start: int, stop: int, scale: float = 1.0, row_shape: tuple[int, ...] | None = None
+        self,
+        path: str | Path,
+        start: int,
+        stop: int,
+        scale: float | np.ndarray = 1.0,
+        row_shape: tuple[int, ...] | None = None,
+        *,
+        shift: float | np.ndarray = 0.0,
+        rows: np.ndarray | list[int] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.start, self.stop, self.scale = int(start), int(stop), float(scale)
         self._handle: Any = None
         self._pid = -1
         total, *tail = self._array().shape
@@ -71,8 +97,18 @@ class LazyRows:
         self.row_shape = stored if row_shape is None else tuple(int(d) for d in row_shape)
         if int(np.prod(self.row_shape)) != int(np.prod(stored)):
             raise DataError(f"{self.path}: a stored row has shape {stored}, which cannot be read as {self.row_shape}")
-        if not 0 <= self.start <= self.stop <= total:
+        self.rows: np.ndarray | None = None
+        if rows is not None:
+            listed = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if listed.size and (listed[0] < 0 or listed[-1] >= total or (np.diff(listed) <= 0).any()):
+                raise DataError(f"{self.path} has {total} rows; rows must be strictly increasing numbers below it")
+            self.rows = listed
+            start, stop = 0, listed.size
+        self.start, self.stop = int(start), int(stop)
+        if rows is None and not 0 <= self.start <= self.stop <= total:
             raise DataError(f"{self.path} has {total} rows; rows {self.start}..{self.stop} were asked for")
+        self.scale = _affine(scale, "scale", self.row_shape, self.path)
+        self.shift = _affine(shift, "shift", self.row_shape, self.path)
         self.shape = torch.Size((self.stop - self.start, *self.row_shape))
 
     def _open(self) -> Any:
@@ -86,6 +122,9 @@ class LazyRows:
     def _read(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._array()[rows])
 
+    def _after_read(self, nbytes: int) -> None:
+        """Called with the bytes each read copied out of the file (NpyRows releases mapped pages here)."""
+
     def __len__(self) -> int:
         return int(self.shape[0])
 
@@ -97,16 +136,21 @@ class LazyRows:
             return self[np.array([single_row(index, len(self))])][0]
         rows = row_indices(index, len(self))
         unique, inverse = np.unique(rows, return_inverse=True)
+        absolute = self.start + unique if self.rows is None else self.rows[unique]
         if unique.size == 0:
             values = np.empty((0, *self.row_shape), dtype=np.float32)
-        elif unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one range read
-            values = np.asarray(self._array()[self.start + unique[0] : self.start + unique[-1] + 1])
+        elif absolute[-1] - absolute[0] + 1 == absolute.size:  # contiguous: one range read
+            values = np.asarray(self._array()[absolute[0] : absolute[-1] + 1])
         else:
-            values = self._read(self.start + unique)
-        out = np.array(values, dtype=np.float32)[inverse]  # a copy: the file's array stays untouched
-        if self.scale != 1.0:
-            out *= np.float32(self.scale)
-        return torch.from_numpy(out.reshape(rows.size, *self.row_shape))
+            values = self._read(absolute)
+        # A copy: the file's array stays untouched.
+        out = np.array(values, dtype=np.float32)[inverse].reshape(rows.size, *self.row_shape)
+        self._after_read(int(np.asarray(values).nbytes))
+        if not (isinstance(self.shift, float) and self.shift == 0.0):
+            out += self.shift
+        if not (isinstance(self.scale, float) and self.scale == 1.0):
+            out *= self.scale if isinstance(self.scale, np.ndarray) else np.float32(self.scale)
+        return torch.from_numpy(out)
 
     def index_select(self, dim: int, index: Tensor) -> Tensor:
         """`tensor.index_select(0, rows)` for code written against tensors (e.g. tiling benchmark rows)."""

@@ -6,6 +6,8 @@ are "seen" features, so `valid` overstates `test`; `split_heldout` keeps only un
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -69,6 +71,12 @@ def load_mosi(split_column: str = "split", stats_split_column: str | None = None
         target = torch.from_numpy(arrays["label"][rows].astype(np.float32))
         out[name] = MultimodalDataset(inputs, target)
     return out
+
+
+def statistics_column(options: Mapping[str, object]) -> object:
+    """The split column whose train rows z-score every modality under these `load_mosi` options
+    (`stats_split_column`, else `split_column`, else the default "split")."""
+    return options.get("stats_split_column") or options.get("split_column") or "split"
 
 
 def mosi_info(split_column: str = "split", stats_split_column: str | None = None) -> DatasetInfo:

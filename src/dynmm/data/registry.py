@@ -6,6 +6,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
 from dynmm.data.affect import AFFECT_OPTIONS, affect_info, check_affect, load_affect
+from dynmm.data.arrays import arrays_info, load_arrays, resolve_arrays_options
+from dynmm.data.arrays_check import check_arrays
+from dynmm.data.arrays_plan import ARRAYS_OPTIONS
 from dynmm.data.avclips import AVClipsOptions, avclips_info, load_avclips
 from dynmm.data.avdigits import AVDigitsOptions, avdigits_info, load_avdigits
 from dynmm.data.avmnist import AVMNIST_OPTIONS, avmnist_info, check_avmnist, load_avmnist
@@ -22,13 +25,16 @@ Loader = Callable[..., dict[str, MultimodalDataset]]
 
 @dataclass(frozen=True)
 class _Entry:
-    """`check` is set for data sets read from a user's files (the papers' formats): `dynmm data check` runs it,
-    and `dynmm data info` lists them without reading anything (they need `path`)."""
+    """`check` is set for data sets read from a user's files (the papers' formats, generic arrays): `dynmm data
+    check` runs it, and `dynmm data info` lists them without reading anything (they need `path`).
+    `resolve`, where set, returns the options with what the loader derives from the data once filled in (e.g.
+    z-score statistics of the train rows), so that a run records them and evaluation and export reuse them."""
 
     loader: Loader
     info: Callable[..., DatasetInfo]
     options: tuple[str, ...]
-    check: Callable[[str], CheckReport] | None = None
+    check: Callable[..., CheckReport] | None = None
+    resolve: Callable[..., dict[str, object]] | None = None
 
     @property
     def external(self) -> bool:
@@ -45,6 +51,8 @@ _ENTRIES: dict[str, _Entry] = {
     "affect": _Entry(load_affect, affect_info, AFFECT_OPTIONS, check_affect),
     "avmnist": _Entry(load_avmnist, avmnist_info, AVMNIST_OPTIONS, check_avmnist),
     "nyuv2": _Entry(load_nyuv2, nyuv2_info, NYUV2_OPTIONS, check_nyuv2),
+    # Generic: a researcher's own arrays (.npz, .npy folder, parquet, Hugging Face datasets folder).
+    "arrays": _Entry(load_arrays, arrays_info, ARRAYS_OPTIONS, check_arrays, resolve_arrays_options),
 }
 
 DATASETS: dict[str, Loader] = {name: entry.loader for name, entry in _ENTRIES.items()}
@@ -54,7 +62,7 @@ BUNDLED = [name for name, entry in _ENTRIES.items() if not entry.external]
 """Data sets that work on a fresh clone (bundled files or generated)."""
 
 FORMATS = [name for name, entry in _ENTRIES.items() if entry.external]
-"""Data sets read from a user's files in the papers' formats; their options include `path`."""
+"""Data sets read from a user's files (the papers' formats and generic `arrays`); their options include `path`."""
 
 
 def _entry(name: str, options: Mapping[str, object]) -> _Entry:
@@ -92,6 +100,17 @@ def load_dataset(name: str, **options: object) -> dict[str, MultimodalDataset]:
     return entry.loader(**options)
 
 
+def resolve_options(name: str, options: Mapping[str, object]) -> dict[str, object]:
+    """`options` with what the data set derives from its data once filled in (e.g. `arrays`' z-score statistics
+    of the train rows); unchanged for data sets that derive nothing. `load_dataset` with the result reads the
+    same values without recomputing them, which is how a run's export pins its preprocessing."""
+    entry = _entry(name, options)
+    if entry.resolve is None:
+        return dict(options)
+    _needs_path(name, entry, options)
+    return entry.resolve(**options)
+
+
 def dataset_info(name: str, **options: object) -> DatasetInfo:
     """Modalities, task and split sizes of a registered data set, without building its tensors."""
     entry = _entry(name, options)
@@ -99,9 +118,12 @@ def dataset_info(name: str, **options: object) -> DatasetInfo:
     return entry.info(**options)
 
 
-def check_files(format_name: str, path: str) -> CheckReport:
-    """Validate a user's files for one of the `FORMATS` without training anything."""
+def check_files(format_name: str, path: str, **options: object) -> CheckReport:
+    """Validate a user's files for one of the `FORMATS` without training anything; `options` are the data
+    set's other options (e.g. `target` for `arrays`), as in `data.options`."""
     entry = _ENTRIES.get(format_name)
     if entry is None or entry.check is None:
         raise ConfigError(f"unknown format {format_name!r}; choose from {FORMATS}")
-    return entry.check(path)
+    if options:
+        _entry(format_name, {"path": path, **options})
+    return entry.check(path, **options)

@@ -90,10 +90,46 @@ def quiet_lightning() -> None:
 
 
 def check_train_config(train: TrainConfig, where: str = "train") -> None:
+    """Refuse a `train` section that torch or Lightning would only refuse once training starts (with a traceback,
+    after the run folder was created): optimiser settings, epochs, and the Trainer's accelerator, devices,
+    strategy and number of nodes."""
     if train.optimizer not in OPTIMIZERS:
         raise ConfigError(f"{where}.optimizer: unknown {train.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
     if train.max_epochs < 0:
         raise ConfigError(f"{where}.max_epochs must be >= 0, got {train.max_epochs}")
+    if train.lr < 0:
+        raise ConfigError(f"{where}.lr must be >= 0, got {train.lr}")
+    if train.weight_decay < 0:
+        raise ConfigError(f"{where}.weight_decay must be >= 0, got {train.weight_decay}")
+    if train.limit_train_batches is not None and not train.limit_train_batches > 0:
+        raise ConfigError(
+            f"{where}.limit_train_batches must be > 0 (a fraction of the training batches, or their number), "
+            f"got {train.limit_train_batches}"
+        )
+    check_trainer_options(train, where)
+
+
+def check_trainer_options(train: TrainConfig, where: str = "train") -> None:
+    """Let Lightning judge accelerator, devices, strategy and num_nodes now, by building a Trainer that never
+    fits (it creates no files): its refusal becomes one ConfigError line naming the keys."""
+    quiet_lightning()
+    try:
+        pl.Trainer(
+            accelerator=train.accelerator,
+            devices=train.devices,
+            strategy=train.strategy,
+            num_nodes=train.num_nodes,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    except Exception as err:  # MisconfigurationException, ValueError, ...: whatever Lightning refuses with
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(
+            f"{where}: accelerator={train.accelerator!r}, devices={train.devices}, strategy={train.strategy!r}, "
+            f"num_nodes={train.num_nodes} refused by Lightning: {reason}"
+        ) from None
 
 
 FIND_UNUSED = {name: f"{name}_find_unused_parameters_true" for name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")}

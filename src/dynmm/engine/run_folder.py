@@ -42,13 +42,17 @@ def run_directory(config: RunConfig) -> Path:
     return Path(config.output_dir) / config.name
 
 
-def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
+def check_run_dir(config: RunConfig, resume: bool) -> Path:
     """Refuse to overwrite an existing run; on resume, refuse a configuration that differs from the saved one.
 
-    With several processes only the main process looks for an existing run and creates the folder: another rank,
-    started later by Lightning's launcher, would find the folder the main process created and refuse it. The other
-    ranks create nothing, so the main process's check sees only what earlier runs left (torchrun starts every rank
-    at once). The resume checks only read, and every rank makes them, so that all refuse alike."""
+    Only reads: a method calls it first, then checks its data and model options (loading the data), and only
+    then creates the folder with `prepare_run_dir`, so that a refused start leaves nothing behind (a folder left
+    by a refused start would make the corrected command "already exists" and its --resume "different").
+
+    With several processes only the main process looks for an existing run (it alone creates the folder: another
+    rank, started later by Lightning's launcher, would find the folder the main process created and refuse it;
+    torchrun starts every rank at once). The resume checks only read, and every rank makes them, so that all
+    refuse alike."""
     run_dir = run_directory(config)
     saved = run_dir / CONFIG_FILE
     if resume:
@@ -62,6 +66,13 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
             readable_checkpoint(last_checkpoint(run_dir))
     elif is_main_process() and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume or choose another --name")
+    return run_dir
+
+
+def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
+    """`check_run_dir`, then create the folder (main process only). Call it once every check that can refuse
+    the configuration or its data has passed: nothing is created before."""
+    run_dir = check_run_dir(config, resume)
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir

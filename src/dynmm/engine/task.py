@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dynmm.specs import SEGMENTATION_IGNORE, TaskSpec
+from dynmm.validation import check_target
 
 
 def predictions(task: TaskSpec, outputs: Tensor) -> Tensor:
@@ -19,7 +20,15 @@ def predictions(task: TaskSpec, outputs: Tensor) -> Tensor:
 def task_loss(task: TaskSpec, outputs: Tensor, target: Tensor) -> Tensor:
     """L1 for sentiment regression (as MultiBench's affect recipes), cross-entropy for classes and for pixels
     (segmentation: outputs (B, C, H, W), target (B, H, W) with unlabeled pixels ignored), binary cross-entropy
-    per label for multilabel targets."""
+    per label for multilabel targets.
+
+    The target is checked against the task first (`check_target`: shape, dtype, values), so that a target shaped
+    (batch, 1) never broadcasts against (batch,) predictions into a silently wrong (batch, batch) loss, and a
+    wrong shape or class id is one InputError instead of a traceback from inside torch. Every loss of every
+    method goes through here (AdaMML's joint objective checks its batches itself), so every batch is checked
+    once, before its loss."""
+    spatial = tuple(outputs.shape[-2:]) if task.kind == "segmentation" and outputs.dim() == 4 else None
+    check_target(target, task, outputs.shape[0] if outputs.dim() > 0 else None, spatial=spatial)
     if task.kind == "regression":
         return F.l1_loss(outputs.squeeze(-1), target.float())
     if task.kind == "segmentation":

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, InputError
+from dynmm.nn.external_encoders import EXTERNAL_KINDS, build_external_encoder
 from dynmm.specs import ModalitySpec
 
 
@@ -244,14 +245,18 @@ def build_encoder(spec: ModalitySpec, cfg: Mapping[str, Any]) -> nn.Module:
     """Build the encoder `cfg["kind"]` for `spec`; the other keys of `cfg` are that class's keyword arguments.
 
     Input sizes (in_dim, in_channels) come from the spec; a transformer's `max_len` defaults to the sequence
-    length.
+    length. Kinds `module` (a user's nn.Module by import path), `timm` and `hf` wrap networks from outside the
+    zoo (`dynmm.nn.external_encoders`); their width is measured by one dry forward.
     """
     where = f"encoder of modality {spec.name!r}"
+    kinds = sorted([*_KINDS, *EXTERNAL_KINDS])
     if not isinstance(cfg, Mapping) or "kind" not in cfg:
-        raise ConfigError(f"{where}: config must be a mapping with a 'kind' key (one of {sorted(_KINDS)}), got {cfg!r}")
+        raise ConfigError(f"{where}: config must be a mapping with a 'kind' key (one of {kinds}), got {cfg!r}")
     name = cfg["kind"]
+    if name in EXTERNAL_KINDS:
+        return build_external_encoder(spec, name, {k: v for k, v in cfg.items() if k != "kind"}, where)
     if name not in _KINDS:
-        raise ConfigError(f"{where}: unknown kind {name!r}; valid kinds: {', '.join(sorted(_KINDS))}")
+        raise ConfigError(f"{where}: unknown kind {name!r}; valid kinds: {', '.join(kinds)}")
     entry = _KINDS[name]
     if spec.kind not in entry.fits:
         raise ConfigError(

@@ -20,6 +20,7 @@ from dynmm.methods.adamml.config import ADAMML_LIGHT_POLICY, AdaMMLConfig
 from dynmm.methods.adamml.model import AdaMML, PolicyMode, adamml_loss, default_lambdas
 from dynmm.relax import TemperatureSchedule
 from dynmm.specs import Batch, ModalitySpec, TaskSpec
+from dynmm.validation import check_target, input_rows
 
 Phase = Literal["warmup", "joint", "finetune", "baseline"]
 PHASES: tuple[Phase, ...] = ("warmup", "joint", "finetune")
@@ -117,6 +118,8 @@ class AdaMMLModule(SupervisedModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         inputs, target = batch
+        if self.phase == "joint":  # the other phases' task_loss checks the target itself
+            check_target(target, self.task, input_rows(inputs))
         size = target.shape[0]
         outputs = self.net(inputs)
         keep = self._keep()
@@ -133,6 +136,7 @@ class AdaMMLModule(SupervisedModule):
 
     def _eval_step(self, batch: Batch, metrics: Any, stage: str) -> Tensor:
         inputs, target = batch
+        check_target(target, self.task, input_rows(inputs))
         size = target.shape[0]
         outputs = self.net(inputs)
         keep = self._keep()

@@ -30,6 +30,7 @@ from dynmm.engine.run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
     RunResult,
+    check_run_dir,
     prepare_run_dir,
     read_metrics,
     shared_stage_dir,
@@ -99,6 +100,9 @@ def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     trains: dict[str, TrainConfig] = {
         phase: stage_train(config, getattr(ad, f"{phase}_train"), f"adamml.{phase}_train") for phase in PHASES
     }
+    check_run_dir(config, resume)
+    # Every check that can refuse the configuration or its data runs before the run folder is created, so that
+    # a refused start leaves nothing behind.
     data = MultimodalDataModule(
         config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
     )
@@ -107,16 +111,21 @@ def run_adamml_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_adamml(ad, info.modalities, info.task, config.seed)
     lambdas = resolve_lambdas(ad, model)
+    tau = TemperatureSchedule("multiplicative", ad.tau_start, factor=ad.tau_factor)
+    shared = (
+        shared_stage_dir(
+            Path(ad.warmup_dir), warmup_description(config), WARMUP_FOR, "adamml.warmup_dir", "warmup phase"
+        )
+        if ad.warmup_dir is not None
+        else None
+    )
     run_dir = prepare_run_dir(config, resume)
     if is_main_process():
         atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
     stage_dirs = {phase: run_dir / phase for phase in PHASES}
-    if ad.warmup_dir is not None:
-        stage_dirs["warmup"] = shared_stage_dir(
-            Path(ad.warmup_dir), warmup_description(config), WARMUP_FOR, "adamml.warmup_dir", "warmup phase"
-        )
-    tau = TemperatureSchedule("multiplicative", ad.tau_start, factor=ad.tau_factor)
+    if shared is not None:
+        stage_dirs["warmup"] = shared
     summaries: dict[str, Any] = {}
     for phase in PHASES:
         train = trains[phase]

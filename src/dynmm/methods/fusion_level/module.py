@@ -16,6 +16,7 @@ from dynmm.engine.task import task_loss
 from dynmm.methods.fusion_level.model import FusionLevelDynMM
 from dynmm.relax import TemperatureSchedule
 from dynmm.specs import Batch, TaskSpec
+from dynmm.validation import input_rows
 
 Stage = Literal["supernet", "gate", "static"]
 VALIDATION_PATH_SEED = 1234
@@ -66,7 +67,7 @@ class FusionLevelModule(SupervisedModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         inputs, target = batch
-        size = target.shape[0]
+        size = input_rows(inputs) or 0  # the target's rows are checked against the inputs' in task_loss
         self.net.forced_choice = self._paths(size)
         outputs = self.net(inputs)
         loss = task_loss(self.task, outputs, target)
@@ -81,7 +82,7 @@ class FusionLevelModule(SupervisedModule):
     def _eval_step(self, batch: Batch, metrics: Any, stage: str) -> Tensor:
         """Validation routes as the stage trains (fixed-seed random paths in stage I); also logs the realized
         normalised cost and task loss + λ·cost, the objective stage II keeps its best checkpoint by."""
-        size = batch[1].shape[0]
+        size = input_rows(batch[0]) or 0
         self.net.forced_choice = self._paths(size, self._validation_paths)
         loss = super()._eval_step(batch, metrics, stage)
         assert self.net.last_weights is not None

@@ -22,6 +22,7 @@ from dynmm.engine.run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
     RunResult,
+    check_run_dir,
     monitor_for,
     prepare_run_dir,
     read_metrics,
@@ -70,6 +71,9 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
     }
     if fl.tau_start <= 0 or fl.tau_end <= 0:
         raise ConfigError(f"fusion_level.tau_start and tau_end must be > 0, got {fl.tau_start}, {fl.tau_end}")
+    check_run_dir(config, resume)
+    # Every check that can refuse the configuration or its data runs before the run folder is created, so that
+    # a refused start leaves nothing behind.
     data = MultimodalDataModule(
         config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
     )
@@ -77,18 +81,19 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
     info = data.info
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_fusion_level(fl, info.modalities, info.task)
-    run_dir = prepare_run_dir(config, resume)
-    if is_main_process():
-        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
-
-    stage_dirs = {stage: run_dir / stage for stage in ("supernet", "gate", "static")}
-    if fl.supernet_dir is not None and fl.static_op is None:
-        stage_dirs["supernet"] = shared_supernet_dir(config)
     plan: list[tuple[Stage, tuple[str, str]]] = (
         [("static", monitor_for(config.train, info.task))]
         if fl.static_op is not None
         else [("supernet", SUPERNET_MONITOR), ("gate", GATE_MONITOR)]
     )
+    shared = shared_supernet_dir(config) if fl.supernet_dir is not None and fl.static_op is None else None
+    run_dir = prepare_run_dir(config, resume)
+    if is_main_process():
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+
+    stage_dirs = {stage: run_dir / stage for stage in ("supernet", "gate", "static")}
+    if shared is not None:
+        stage_dirs["supernet"] = shared
     summaries: dict[str, Any] = {}
     for stage, monitor in plan:
         train = stages_train[stage]

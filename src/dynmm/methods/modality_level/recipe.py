@@ -14,17 +14,40 @@ are written by the main process only, and the other ranks wait for it (engine/di
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
-from dynmm.config import ModelConfig, RunConfig, TrainConfig, deep_merge, dump_config, from_dict, section_of, to_dict
+from dynmm.config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    check_run_name,
+    deep_merge,
+    dump_config,
+    from_dict,
+    section_of,
+    to_dict,
+)
+from dynmm.data import mosi
 from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.data.registry import dataset_info
 from dynmm.engine.distributed import is_main_process, on_main_process
 from dynmm.engine.export import export_model
 from dynmm.engine.fit import fit_stage
-from dynmm.engine.run_folder import CONFIG_FILE, METRICS_FILE, RunResult, monitor_for, prepare_run_dir, read_metrics
+from dynmm.engine.run_folder import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunResult,
+    check_run_dir,
+    monitor_for,
+    prepare_run_dir,
+    read_metrics,
+    run_directory,
+)
 from dynmm.engine.stages import data_module, stage_data, stage_train
 from dynmm.errors import ConfigError
 from dynmm.io import atomic_write_json, atomic_write_text
@@ -35,6 +58,7 @@ from dynmm.methods.modality_level.module import DynMMGateModule
 from dynmm.methods.static.export import load_static
 from dynmm.methods.static.run import static_run_or_reuse
 from dynmm.nn.gates import check_gate_config
+from dynmm.nn.static_model import build_static_model
 from dynmm.specs import TaskSpec
 
 OBJECTIVE = ("val/objective", "min")
@@ -56,10 +80,62 @@ def check_dynmm_config(run: RunConfig) -> None:
     if len(config.experts) < 2:
         raise ConfigError(f"dynmm.experts needs at least 2 experts to route between, got {len(config.experts)}")
     names = [e.name for e in config.experts]
+    for i, name in enumerate(names):  # each expert is a run folder experts/<name>/
+        try:
+            check_run_name(name, f"dynmm.experts[{i}].name")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if len(set(names)) != len(names):
         raise ConfigError(f"dynmm.experts: names must be unique, got {names}")
     if config.resource_weight < 0:
         raise ConfigError(f"dynmm.resource_weight (λ) must be >= 0, got {config.resource_weight}")
+
+
+STATISTICS_COLUMN: dict[str, Callable[[Mapping[str, object]], object]] = {"mosi": mosi.statistics_column}
+"""Data sets whose inputs are z-scored with statistics chosen by a data option: name -> the function that reads
+from the options which split column's train rows give the statistics (MOSI: `stats_split_column`, default
+`split_column`). The option that sets that column explicitly is `stats_split_column`."""
+
+STATISTICS_OPTION = "stats_split_column"
+
+
+def follow_expert_statistics(config: RunConfig, stage: DataConfig, key: str) -> DataConfig:
+    """`stage` (the gate's or the evaluation's data) z-scored with the same statistics as the experts' data.
+
+    Why: the experts were trained on `data` (MOSI: each modality z-scored with the train-row mean and std of
+    `stats_split_column`, default `split_column`). The gate's and the evaluation's rows may come from another
+    split column (`split_heldout`: rows whose features the upstream extractors never saw), but they are fed to
+    the same frozen experts, which must see inputs scaled exactly as in their training; with the statistics of
+    another column every expert would see shifted, rescaled features and the gate would learn (and the
+    evaluation report) a routing for inputs no expert was trained on. Changing only `split_column` means "other
+    rows", not "other scaling", so when `stage` does not name its statistics column it takes the experts' one.
+    When it names a different column explicitly (`dynmm.gate_data.options.stats_split_column` or the same key of
+    `eval_data`), the two settings contradict each other, so the run is refused with both columns named instead
+    of guessing which one was meant. `key` ("dynmm.gate_data" or "dynmm.eval_data") words that refusal.
+    """
+    column_of = STATISTICS_COLUMN.get(stage.name)
+    if column_of is None or stage.name != config.data.name:
+        return stage
+    experts, own = column_of(config.data.options), column_of(stage.options)
+    if own == experts:
+        return stage
+    if stage.options.get(STATISTICS_OPTION) is not None:
+        raise ConfigError(
+            f"{key}.options.{STATISTICS_OPTION} is {own!r}, but the experts' inputs were z-scored with the train "
+            f"rows of {experts!r} (data.options); the experts would see differently scaled inputs: set it to "
+            f"{experts!r} or leave it out"
+        )
+    return stage.model_copy(update={"options": {**stage.options, STATISTICS_OPTION: experts}})
+
+
+def stage_data_configs(config: RunConfig) -> tuple[DataConfig, DataConfig]:
+    """(gate data, evaluation data): `data` with `dynmm.gate_data` / `dynmm.eval_data` merged in, z-scored
+    like the experts' data (`follow_expert_statistics`)."""
+    dyn = dynmm_section(config)
+    gate = follow_expert_statistics(config, stage_data(config, dyn.gate_data), "dynmm.gate_data")
+    if dyn.eval_data is None:
+        return gate, gate
+    return gate, follow_expert_statistics(config, stage_data(config, dyn.eval_data), "dynmm.eval_data")
 
 
 def expert_run_config(config: RunConfig, expert: ExpertConfig, experts_dir: Path) -> RunConfig:
@@ -110,17 +186,29 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
 
     dyn = dynmm_section(config)
     check_dynmm_config(config)
+    check_run_dir(config, resume)
+    # Every check that can refuse the configuration or its data runs before the run folder is created, so that
+    # a refused start leaves nothing behind: the experts' run configs and data options, the gate's and the
+    # evaluation's data (loaded), and the whole model built once with fresh experts (encoders, fusions, gate).
+    experts_dir = Path(dyn.experts_dir) if dyn.experts_dir else run_directory(config) / "experts"
+    expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
+    expert_data = MultimodalDataModule(  # refuses a bad batch size or option name; loads nothing
+        config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
+    )
+    expert_info = dataset_info(config.data.name, **expert_data.options)  # refuses bad option values, reads shapes
+    gate_config, eval_config = stage_data_configs(config)
+    gate_data = data_module(config, gate_config)
+    info = gate_data.info
+    eval_data = gate_data if eval_config == gate_config else data_module(config, eval_config)
+    fresh = [build_static_model(c.model, expert_info.modalities, expert_info.task) for c in expert_configs]
+    build_modality_level(fresh, dyn.gate, info.modalities)
+    del fresh
+
     run_dir = prepare_run_dir(config, resume)
     if is_main_process():
         atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
-
-    experts_dir = Path(dyn.experts_dir) if dyn.experts_dir else run_dir / "experts"
-    expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
     expert_dirs = [static_run_or_reuse(c).run_dir for c in expert_configs]
 
-    gate_config = stage_data(config, dyn.gate_data)
-    gate_data = data_module(config, gate_config)
-    info = gate_data.info
     experts = [load_static(d).model for d in expert_dirs]
     pl.seed_everything(config.seed, workers=True, verbose=False)  # the same gate init whether experts were reused
     model = build_modality_level(experts, dyn.gate, info.modalities)
@@ -141,8 +229,6 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
         stages["finetune"] = run_stage("finetune", run_dir, model, info.task, gate_data, config, finetune, True)
     model.eval()
 
-    eval_config = stage_data(config, dyn.eval_data if dyn.eval_data is not None else dyn.gate_data)
-    eval_data = gate_data if eval_config == gate_config else data_module(config, eval_config)
     exported_data = eval_config.model_copy(update={"options": dict(eval_data.options)})
     named = [(e.name, c.model) for e, c in zip(dyn.experts, expert_configs, strict=True)]
 

@@ -20,6 +20,7 @@ from dynmm.engine.run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
     RunResult,
+    check_run_dir,
     monitor_for,
     prepare_run_dir,
     read_metrics,
@@ -35,7 +36,9 @@ def train_static_run(config: RunConfig, resume: bool = False) -> RunResult:
 
     Every rank of a multi-process run calls this and gets the same result; only the main process writes."""
     check_train_config(config.train)
-    run_dir = prepare_run_dir(config, resume)
+    check_run_dir(config, resume)
+    # Everything that can refuse the configuration (data options, loading, model, monitor) runs before the run
+    # folder is created: a refused start leaves no folder that the corrected command would find.
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = MultimodalDataModule(
         config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
@@ -45,11 +48,12 @@ def train_static_run(config: RunConfig, resume: bool = False) -> RunResult:
     model = build_static_model(config.model, info.modalities, info.task)
     example_inputs, _ = next(iter(data.test_dataloader()))
     cost = measure_madds(model, example_inputs)
+    module = SupervisedModule(model, info.task, config.train.lr, config.train.weight_decay, config.train.optimizer)
+    monitor, mode = monitor_for(config.train, info.task)
+    run_dir = prepare_run_dir(config, resume)
     if is_main_process():
         atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
 
-    module = SupervisedModule(model, info.task, config.train.lr, config.train.weight_decay, config.train.optimizer)
-    monitor, mode = monitor_for(config.train, info.task)
     fitted = fit(module, data, run_dir, config.train, monitor, mode, resume, config.seed)
     trained = module.model
 
