@@ -85,3 +85,16 @@ def test_bad_file_range_and_shape_are_clear(npy, tmp_path):
         NpyRows(objects, 0, 1)
     with pytest.raises(DataError, match="has 40 rows"):
         MultimodalDataset({"x": NpyRows(path, 0, 40)}, torch.zeros(39))
+
+
+def test_head_keeps_the_first_rows_lazy(tmp_path):
+    """`head(n)`: a smaller split read from the same file (a benchmark's subset), for ranges and row lists."""
+    from dynmm.data.npy_rows import NpyRows
+
+    values = np.arange(40, dtype=np.float32).reshape(10, 4)
+    np.save(tmp_path / "x.npy", values)
+    ranged = NpyRows(tmp_path / "x.npy", 2, 9).head(3)
+    listed = NpyRows(tmp_path / "x.npy", rows=[1, 4, 6, 8]).head(2)
+    assert isinstance(ranged, NpyRows) and len(ranged) == 3 and len(listed) == 2
+    np.testing.assert_array_equal(ranged[:].numpy(), values[2:5])
+    np.testing.assert_array_equal(listed[:].numpy(), values[[1, 4]])

@@ -112,14 +112,17 @@ def read_speed(folder: Path, rows: int, batch_size: int, repeats: int = 3) -> di
     """Rows per second of the training DataLoader over `rows` training rows: memory-mapped vs held in memory."""
     from dynmm.data.base import MultimodalDataset
     from dynmm.data.datamodule import MultimodalDataModule
-    from dynmm.data.lazy import materialize
+    from dynmm.data.lazy import LazyRows, materialize
 
     data = MultimodalDataModule("arrays", batch_size, 0, 0, {"path": str(folder)})
     data.setup()
     train = data.splits["train"]
     if rows > len(train):
         raise ConfigError(f"--speed-rows {rows} exceeds the {len(train)} training rows")
-    lazy = train.subset(torch.arange(rows)) if rows < len(train) else train
+    lazy = MultimodalDataset(
+        {k: v.head(rows) if isinstance(v, LazyRows) else v[:rows] for k, v in train.inputs.items()},
+        train.target[:rows],
+    )
     held = MultimodalDataset({k: materialize(v) for k, v in lazy.inputs.items()}, lazy.target)
     timings: dict[str, list[float]] = {"memory_mapped": [], "in_memory": []}
     for _ in range(repeats):  # alternate, so that neither always runs on a warmer machine

@@ -49,6 +49,14 @@ class MultimodalDataset(Dataset[Batch]):
     def __getitem__(self, index: int) -> Batch:
         return {k: v[index] for k, v in self.inputs.items()}, self.target[index]
 
+    def __getitems__(self, indices: Sequence[int]) -> SampleBatch:
+        """A DataLoader batch's samples, read with one indexing per modality (the DataLoader calls this instead of
+        `__getitem__` per row). Why: a memory-mapped modality (`LazyRows`) pays a fixed cost per read, and even
+        in-memory tensors pay one per row: 100 µs a row read one by one against a few µs a row in batches."""
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        inputs = {k: v.index_select(0, rows) for k, v in self.inputs.items()}
+        return SampleBatch(inputs, self.target.index_select(0, rows))
+
     def subset(self, indices: Sequence[int] | Tensor) -> MultimodalDataset:
         """A new data set of the given rows (flags and meta follow), e.g. for cross-fitting."""
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -60,8 +68,25 @@ class MultimodalDataset(Dataset[Batch]):
         )
 
 
+class SampleBatch(Sequence[Batch]):
+    """The samples of one DataLoader batch, read together (`MultimodalDataset.__getitems__`). `collate` returns
+    `batch` as it is; any other collate function sees an ordinary sequence of `(inputs, target)` samples."""
+
+    def __init__(self, inputs: Inputs, target: Tensor) -> None:
+        self.batch: Batch = (inputs, target)
+
+    def __len__(self) -> int:
+        return int(self.batch[1].shape[0])
+
+    def __getitem__(self, index: int) -> Batch:  # type: ignore[override]
+        inputs, target = self.batch
+        return {k: v[index] for k, v in inputs.items()}, target[index]
+
+
 def collate(samples: Sequence[Batch]) -> Batch:
     """Stack samples into `(inputs, target)`; default_collate would turn the pair into a list."""
+    if isinstance(samples, SampleBatch):
+        return samples.batch
     inputs: Inputs = {k: torch.stack([s[0][k] for s in samples]) for k in samples[0][0]}
     return inputs, torch.stack([s[1] for s in samples])
 

@@ -11,6 +11,7 @@ and `NpyRows` (a memory-mapped .npy file, in `npy_rows.py`) only open their file
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,20 @@ class LazyRows:
         if not (isinstance(self.scale, float) and self.scale == 1.0):
             out *= self.scale if isinstance(self.scale, np.ndarray) else np.float32(self.scale)
         return torch.from_numpy(out)
+
+    def head(self, count: int) -> LazyRows:
+        """The first `count` rows of these, still read from the file when indexed (indexing with a list of rows
+        would read them into a tensor)."""
+        if not 0 <= count <= len(self):
+            raise IndexError(f"{count} rows asked of {len(self)}")
+        part = copy.copy(self)
+        part._handle, part._pid = None, -1
+        if part.rows is not None:
+            part.rows, part.start, part.stop = part.rows[:count], 0, count
+        else:
+            part.stop = part.start + count
+        part.shape = torch.Size((count, *self.row_shape))
+        return part
 
     def index_select(self, dim: int, index: Tensor) -> Tensor:
         """`tensor.index_select(0, rows)` for code written against tensors (e.g. tiling benchmark rows)."""

@@ -13,6 +13,7 @@ memory-mapped at its offset inside the zip file (`npz_member_memmap`); members o
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -127,6 +128,31 @@ class NpyRows(LazyRows):
             self._handle, self._pid = None, -1
             stop = int(self._array().shape[0])
         super().__init__(path, start, stop, scale, row_shape, shift=shift, rows=rows)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """Scattered rows, each read with one `preadv` straight into the result. Why not the memory map: a
+        mapped read of a row faults in its pages and the pages around them, which costs more than the copy and
+        grows the process's resident memory; a read into our own buffer costs one system call."""
+        data = self._array()
+        if not data.flags.c_contiguous or not isinstance(data, np.memmap):
+            return super()._read(rows)
+        out = np.empty((rows.size, *data.shape[1:]), dtype=data.dtype)
+        flat = out.reshape(rows.size, -1).view(np.uint8)
+        row_bytes = flat.shape[1]
+        fd = self._descriptor()
+        for i, row in enumerate(rows.tolist()):
+            if os.preadv(fd, [flat[i]], data.offset + row * row_bytes) != row_bytes:
+                raise DataError(f"{self.path}: row {row} is cut short (was the file truncated?)")
+        return out
+
+    def _descriptor(self) -> int:
+        """This process's own read-only descriptor of the file (a DataLoader worker opens its own)."""
+        if getattr(self, "_fd_pid", None) != os.getpid():
+            self._fd, self._fd_pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__getstate__().items() if k not in ("_fd", "_fd_pid")}
 
     def _after_read(self, nbytes: int) -> None:
         # A read maps more than it copies: the kernel maps the pages around a fault too (fault-around, 64 KiB).
