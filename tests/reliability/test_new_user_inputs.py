@@ -8,15 +8,14 @@ Every refusal is an InputError / ConfigError; from the CLI one `error:` line, ex
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from tests.reliability.test_cli_runs import cli
 from torch import nn
 
-from dynmm.cli import main
 from dynmm.config import RunConfig, from_dict, load_config
 from dynmm.data.mosi import load_mosi
 from dynmm.engine.module import SupervisedModule
@@ -37,18 +36,6 @@ REGRESSION = TaskSpec("regression")
 CLASSES = TaskSpec("classification", 3)
 PIXELS = TaskSpec("segmentation", 3)
 LABELS = TaskSpec("multilabel", 3)
-
-
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    """`dynmm ARGS` through the real entry point: (exit status, output)."""
-    monkeypatch.setattr(sys, "argv", ["dynmm", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 def refused(capsys, monkeypatch, args: list[str], *messages: str) -> str:

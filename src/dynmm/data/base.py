@@ -54,8 +54,9 @@ class MultimodalDataset(Dataset[Batch]):
         `__getitem__` per row). Why: a memory-mapped modality (`LazyRows`) pays a fixed cost per read, and even
         in-memory tensors pay one per row: 100 µs a row read one by one against a few µs a row in batches."""
         rows = torch.as_tensor(indices, dtype=torch.long)
-        inputs = {k: v.index_select(0, rows) for k, v in self.inputs.items()}
-        return SampleBatch(inputs, self.target.index_select(0, rows))
+        inputs = {k: v.index_select(0, rows) if isinstance(v, Tensor) else v[rows] for k, v in self.inputs.items()}
+        target = self.target.index_select(0, rows) if isinstance(self.target, Tensor) else self.target[rows]
+        return SampleBatch(inputs, target)
 
     def subset(self, indices: Sequence[int] | Tensor) -> MultimodalDataset:
         """A new data set of the given rows (flags and meta follow), e.g. for cross-fitting."""
