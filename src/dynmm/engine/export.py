@@ -82,6 +82,16 @@ def export_model(
     atomic_write_json(directory / DESCRIPTION, description)
 
 
+def exported_model_type(directory: str | Path) -> str | None:
+    """The `model_type` the export in `directory` names, read from model.json alone (None without one): which
+    method's builder a run needs, known before anything is rebuilt."""
+    path = Path(directory) / DESCRIPTION
+    if not path.is_file():
+        return None
+    model_type = read_json(path, "the export's model description").get("model_type")
+    return None if model_type is None else str(model_type)
+
+
 def load_export(directory: str | Path, builders: Mapping[str, Builder]) -> ExportedModel:
     """Rebuild the model described by `model.json` with the builder of its `model_type` and load
     `model.safetensors` into it (strictly). `builders`: the model types the caller can rebuild (every method's,
@@ -179,8 +189,8 @@ def load_finished(
     metrics = read_json(metrics_path, f"the metrics of a {what} run")
     if analysis_key not in metrics:
         raise DataError(f"{metrics_path} has no {what} analysis; was the run finished by this version?")
-    model_type = read_json(run_dir / DESCRIPTION, "the export's model description").get("model_type")
-    if model_type not in builders:
+    model_type = exported_model_type(run_dir)
+    if model_type is not None and model_type not in builders:  # without model.json, load_export names it
         raise DataError(f"{run_dir} holds a {model_type} model ({what} expected)")
     exported = load_export(run_dir, builders)
     if not isinstance(exported.model, kind):

@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from dynmm.engine.export import DESCRIPTION, Builder, load_export
+from dynmm.engine.export import Builder, exported_model_type, load_export
 from dynmm.errors import ConfigError
-from dynmm.io import read_json
 from dynmm.routing import take_rows
 from dynmm.specs import Inputs
 
@@ -153,11 +152,9 @@ def load_trained(run_dir: str | Path, builders: Mapping[str, Builder], kind: typ
     the error), in eval mode, and its data set's test inputs (the rows it is meant to route)."""
     from dynmm.data.registry import load_dataset
 
-    description = Path(run_dir) / DESCRIPTION
-    if description.is_file():
-        model_type = read_json(description, "the export's model description").get("model_type")
-        if model_type not in builders:
-            raise ConfigError(f"{run_dir}: this speed benchmark needs {what} run, but the run exported a {model_type}")
+    model_type = exported_model_type(run_dir)
+    if model_type is not None and model_type not in builders:
+        raise ConfigError(f"{run_dir}: this speed benchmark needs {what} run, but the run exported a {model_type}")
     exported = load_export(run_dir, builders)
     if not isinstance(exported.model, kind):
         raise ConfigError(

@@ -9,12 +9,11 @@ from typing import Any
 
 from dynmm.config import RunConfig
 from dynmm.engine.distributed import init_from_launcher
-from dynmm.engine.export import Builder, ExportedModel, load_export
+from dynmm.engine.export import Builder, ExportedModel, exported_model_type, load_export
 from dynmm.engine.run_folder import RunResult
 from dynmm.engine.run_folder import run_or_reuse as reuse_or_train
 from dynmm.engine.sweep import run_sweep as sweep_loop
 from dynmm.errors import ConfigError, DataError
-from dynmm.io import read_json
 from dynmm.methods import METHODS
 from dynmm.methods.base import Method
 
@@ -67,10 +66,7 @@ def method_for_model(model_type: str) -> Method:
 
 def method_for_run(run_dir: Path) -> Method:
     """The method whose finished run is in `run_dir` (for `dynmm report`)."""
-    description = run_dir / "model.json"
-    model_type = None
-    if description.is_file():
-        model_type = read_json(description, "the export's model description").get("model_type")
+    model_type = exported_model_type(run_dir)
     for method in METHODS:
         if method.owns_run(run_dir, model_type):
             return method

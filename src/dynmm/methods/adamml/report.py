@@ -151,11 +151,6 @@ def write_adamml_report(
     return write_report(run_dir, data)
 
 
-def is_adamml_run(run_dir: Path) -> bool:
-    description = run_dir / "model.json"
-    return description.is_file() and read_json(description, "the run's exported model").get("model_type") == "adamml"
-
-
 def sweep_points(run_dir: Path, sweep: Path) -> list[dict[str, Any]]:
     """The AdaMML points of a λ-sweep summary other than this run, as Pareto points labelled by λ."""
     summary = read_json(sweep, "a λ-sweep summary")

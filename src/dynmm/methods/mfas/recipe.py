@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from dynmm.config import ModelConfig, RunConfig, deep_merge, dump_config, from_dict, section_of, to_dict
 from dynmm.cost import measure_madds
+from dynmm.engine.export import exported_model_type
 from dynmm.engine.run_folder import CONFIG_FILE, run_directory, saved_config_changes
 from dynmm.engine.stages import data_module, stage_data
 from dynmm.errors import ConfigError
@@ -136,8 +137,8 @@ def _backbone(
         folder = static_run_or_reuse(backbone_config).run_dir
     else:
         folder = Path(given)
-    model_type = read_json(folder / "model.json", "a backbone run's exported model").get("model_type")
-    if model_type != "static":
+    model_type = exported_model_type(folder)
+    if model_type is not None and model_type != "static":  # without model.json, load_static names it
         raise ConfigError(
             f"mfas.backbone_runs.{modality}: {folder} holds a {model_type} model, "
             f"not a static model of {modality!r} alone"

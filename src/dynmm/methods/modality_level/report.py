@@ -170,6 +170,7 @@ def write_run_report(run_dir: Path, sweep: Path | None = None, baselines: Path |
 def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
     """Every seed-0 static run of the same data set under `baselines`, evaluated on the DynMM run's eval data
     (MOSI: the held-out test rows), so that all points of the Pareto plot are measured on the same samples."""
+    from dynmm.engine.export import exported_model_type
     from dynmm.methods.modality_level.export import load_modality_level
     from dynmm.methods.static.export import load_static
 
@@ -178,8 +179,7 @@ def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
     test = load_dataset(data.name, **data.options)["test"]
     points = []
     for candidate in sorted(baselines.glob(f"{data.name}_*_seed0")):
-        description = candidate / "model.json"
-        if not description.is_file() or read_json(description, "a baseline's model").get("model_type") != "static":
+        if exported_model_type(candidate) != "static":
             continue
         exported = load_static(candidate)
         if exported.specs != own.specs:
