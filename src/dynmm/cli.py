@@ -90,15 +90,21 @@ def sweep(
     lambdas: str = typer.Option("0,0.01,0.03,0.1,0.3,1", help="Comma-separated resource weights λ."),
     target_madds: float = typer.Option(None, help="Also report how to meet this mean MAdds budget."),
     output: Path = typer.Option(None, help="JSON summary (default benchmarks/results/<data>_pareto.json)."),
+    seeds: str = typer.Option(
+        None, help="Comma-separated seeds: one sweep each, mean ± std in the summary (default: the config's seed)."
+    ),
 ) -> None:
-    """Train the DynMM recipe for each λ (stage I once: experts or supernet) and write the accuracy–MAdds summary."""
+    """Train the DynMM recipe for each λ (stage I once: experts or supernet) and write the accuracy–MAdds summary.
+
+    `--seed=N` sweeps one seed (folders runs/<name>_seed<N>_sweep/; seed 0 keeps runs/<name>_sweep/)."""
     from dynmm.config import load_config
     from dynmm.methods.registry import method_for, run_sweep
 
     run_config = load_config(config, list(ctx.args))
     values = parse_numbers(lambdas, "--lambdas", float)
+    seed_list = parse_numbers(seeds, "--seeds", int) if seeds is not None else None
     output = output or Path(f"benchmarks/results/{run_config.data.name}_pareto.json")
-    summary = run_sweep(run_config, values, output, target_madds)
+    summary = run_sweep(run_config, values, output, target_madds, seed_list)
     columns, rows = method_for(run_config).sweep_table(summary)
     table = Table(title=f"{run_config.name} · λ sweep · test {summary['metric']}")
     for column in columns:

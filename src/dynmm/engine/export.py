@@ -15,7 +15,7 @@ from typing import Any, TypeVar, get_args, get_type_hints
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from dynmm.config import DataConfig, ModelConfig, from_dict, to_dict
 from dynmm.data.base import MultimodalDataset
@@ -67,7 +67,7 @@ def export_model(
     `model_type` names the method that rebuilds it (a key of the builders `load_export` is given); `sections`
     are the method's own keys of model.json (e.g. its config section), from which its builder rebuilds it.
     """
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state = cpu_state_dict(model)
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
     description = {
         "format_version": FORMAT_VERSION,
@@ -80,6 +80,20 @@ def export_model(
         "extra": extra or {},
     }
     atomic_write_json(directory / DESCRIPTION, description)
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The weights on the CPU, no two entries sharing memory: safetensors refuses shared tensors, and a module
+    used twice (a cascade's shared encoder) appears under both names; each name gets its own copy, and loading
+    writes the same values into the one module twice."""
+    seen: set[int] = set()
+    result = {}
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        pointer = value.untyped_storage().data_ptr()
+        result[name] = value.clone() if pointer in seen else value
+        seen.add(pointer)
+    return result
 
 
 def exported_model_type(directory: str | Path) -> str | None:

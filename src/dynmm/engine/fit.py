@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from dynmm.config import TrainConfig
 from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.engine.distributed import on_main_process
+from dynmm.engine.export import cpu_state_dict
 from dynmm.engine.module import OPTIMIZERS
 from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
@@ -251,7 +252,7 @@ def fit_stage(
     fitted = fit(module, data, stage_dir, train, monitor[0], monitor[1], True, seed, callbacks, skips_parameters)
 
     def mark_done() -> dict[str, Any]:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state = cpu_state_dict(model)
         atomic_write(stage_dir / STAGE_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
         summary = {"train_time_s": fitted.train_time_s, "epochs": fitted.epochs, "monitor": monitor[0]}
         atomic_write_json(done, summary)

@@ -12,6 +12,7 @@ from dynmm.engine.distributed import init_from_launcher
 from dynmm.engine.export import Builder, ExportedModel, exported_model_type, load_export
 from dynmm.engine.run_folder import RunResult
 from dynmm.engine.run_folder import run_or_reuse as reuse_or_train
+from dynmm.engine.sweep import SUMMARY_FILE, run_seeds, seed_config, sweep_root, sweep_values
 from dynmm.engine.sweep import run_sweep as sweep_loop
 from dynmm.errors import ConfigError, DataError
 from dynmm.methods import METHODS
@@ -91,8 +92,20 @@ def point_config(config: RunConfig, root: Path, resource_weight: float) -> RunCo
 
 
 def run_sweep(
-    config: RunConfig, lambdas: Sequence[float], output: Path, target_madds: float | None = None
+    config: RunConfig,
+    lambdas: Sequence[float],
+    output: Path,
+    target_madds: float | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Train (or reuse) one run per λ of `config`'s method and write its accuracy–MAdds summary."""
+    """Train (or reuse) one run per λ of `config`'s method and write its accuracy–MAdds summary; with `seeds`,
+    one sweep per seed (each summary also in its sweep folder) and mean ± std over them (`aggregate`)."""
     method = sweep_method(config)
-    return sweep_loop(config, lambdas, output, method.sweep_point, method.sweep_summary, run_or_reuse, target_madds)
+
+    def one(seeded: RunConfig, to: Path) -> dict[str, Any]:
+        return sweep_loop(seeded, lambdas, to, method.sweep_point, method.sweep_summary, run_or_reuse, target_madds)
+
+    if seeds is None:
+        return one(seed_config(config, config.seed), output)
+    sweep_values(lambdas)  # refuse a bad grid before the first seed trains anything
+    return run_seeds(config, seeds, output, lambda c: one(c, sweep_root(c) / SUMMARY_FILE), method.label)

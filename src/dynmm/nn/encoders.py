@@ -249,12 +249,16 @@ def build_encoder(spec: ModalitySpec, cfg: Mapping[str, Any]) -> nn.Module:
     zoo (`dynmm.nn.external_encoders`); their width is measured by one dry forward.
     """
     where = f"encoder of modality {spec.name!r}"
-    kinds = sorted([*_KINDS, *EXTERNAL_KINDS])
+    kinds = sorted([*_KINDS, *EXTERNAL_KINDS, "from_run"])
     if not isinstance(cfg, Mapping) or "kind" not in cfg:
         raise ConfigError(f"{where}: config must be a mapping with a 'kind' key (one of {kinds}), got {cfg!r}")
     name = cfg["kind"]
     if name in EXTERNAL_KINDS:
         return build_external_encoder(spec, name, {k: v for k, v in cfg.items() if k != "kind"}, where)
+    if name == "from_run":
+        from dynmm.nn.run_encoder import build_run_encoder
+
+        return build_run_encoder(spec, {k: v for k, v in cfg.items() if k != "kind"}, where)
     if name not in _KINDS:
         raise ConfigError(f"{where}: unknown kind {name!r}; valid kinds: {', '.join(kinds)}")
     entry = _KINDS[name]

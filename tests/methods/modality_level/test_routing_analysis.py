@@ -120,3 +120,21 @@ def test_expert_metrics_from_collected_outputs_match_evaluating_each_expert():
     for alone, expert in zip(expert_metrics(collect_outputs(model, data), TASK), model.experts, strict=True):
         reference = evaluate(expert, data, TASK)
         assert alone == pytest.approx(reference, abs=1e-6)
+
+
+def test_oracle_gain_share_against_the_best_affordable_static_model():
+    from dynmm.methods.modality_level.routing_analysis import oracle_gain_share
+
+    statics = [(100.0, 0.70), (300.0, 0.75)]
+    oracle = [{"madds": 110.0, "metric": 0.70}, {"madds": 150.0, "metric": 0.80}, {"madds": 250.0, "metric": 0.90}]
+    assert oracle_gain_share(200.0, 0.75, statics, oracle) == pytest.approx(0.5)  # (0.75-0.70)/(0.80-0.70)
+    assert oracle_gain_share(200.0, 0.70, statics, oracle) == pytest.approx(0.0)  # adds nothing over the cheap one
+    assert oracle_gain_share(400.0, 0.80, statics, oracle) == pytest.approx(0.05 / 0.15)
+    assert oracle_gain_share(50.0, 0.9, statics, oracle) is None  # nothing static fits the budget
+    assert oracle_gain_share(120.0, 0.72, statics, oracle) is None  # the oracle gains nothing at this cost
+
+
+def test_collapse_flag():
+    from dynmm.methods.modality_level.routing_analysis import collapsed
+
+    assert collapsed([0.96, 0.04]) and not collapsed([0.95, 0.05]) and not collapsed([0.5, 0.5])

@@ -20,6 +20,11 @@ class DynMMConfig(Section):
     """Modality-level DynMM recipe: stage I trains each expert, stage II the gate (experts frozen), optional
     stage III fine-tunes everything.
 
+    `routing`: `gate` is DynMM's own gate on the raw inputs (the paper's; default). `cascade` runs the first
+    expert on every row and lets a gate on its results (`dynmm.gate.modalities` among confidence, features,
+    outputs) escalate rows to a later expert; later experts are trained on the first expert's frozen encoders
+    and reuse their outputs, so an escalated row pays only what the larger expert adds.
+
     `expert_train`, `gate_train`, `finetune_train` override keys of the run's `train` section per stage
     (`finetune_train: null` skips stage III). `gate_data` overrides keys of `data` for stages II-III (e.g. MOSI:
     train the gate on rows whose features the upstream extractors never saw); `eval_data` for the final
@@ -29,6 +34,7 @@ class DynMMConfig(Section):
 
     experts: list[ExpertConfig] = Field(default_factory=list)
     gate: GateConfig = Field(default_factory=GateConfig)
+    routing: str = "gate"
     resource_weight: float = 0.0
     expert_train: dict[str, Any] = Field(default_factory=dict)
     gate_train: dict[str, Any] = Field(default_factory=dict)

@@ -29,7 +29,7 @@ def evaluate_routed(exported: ExportedModel, probe: Probe) -> tuple[dict[str, fl
         record = collect_outputs(model, split_loader(splits["valid"], batch_size))
         point = beta_for_budget(beta_curve(model, record, task, beta_grid(model, record)), target_madds)
         if point is None:
-            cheapest = model.gate_madds + min(model.expert_madds)
+            cheapest = model.gate_madds + min(model.path_madds)
             raise ConfigError(f"--target-madds {target_madds:,.0f} is below the cheapest routing ({cheapest:,.0f})")
         beta = point["beta"]
         facts["valid_at_beta"] = point

@@ -53,15 +53,22 @@ class ModalityLevel(Method):
         return modality_level_summary(sweep)
 
     def sweep_table(self, summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-        columns = ["model", "MAdds/sample", summary["metric"], "cheapest expert share"]
+        columns = ["model", "MAdds/sample", summary["metric"], "cheapest expert share · oracle gain share"]
         experts = [[e["name"], f"{e['madds']:,.0f}", f"{e['metric']:.4f}", "-"] for e in summary.get("experts", [])]
-        shares = [f"{next(iter(p['routing'].values())):.2f}" for p in summary["points"]]
+        shares = [_shares(p) for p in summary["points"]]
         return columns, experts + sweep_rows(self.label, summary["points"], shares)
 
     def add_commands(self, bench: typer.Typer, search: typer.Typer) -> None:
         from dynmm.methods.modality_level.cli import add_commands
 
         add_commands(bench)
+
+
+def _shares(point: dict[str, Any]) -> str:
+    """The cheapest expert's share of the samples, the oracle gain share (– when undefined), and a collapse flag."""
+    gain = point.get("oracle_gain_share")
+    text = f"{next(iter(point['routing'].values())):.2f} · " + ("–" if gain is None else f"{gain:.2f}")
+    return text + (" (collapsed)" if point.get("collapsed") else "")
 
 
 MODALITY_LEVEL = ModalityLevel()

@@ -42,7 +42,9 @@ class ModalityLevelDynMM(nn.Module):
         example_inputs: a batch (one row is enough) on which the experts' and the gate's MAdds are measured.
 
     Attributes:
-        expert_madds: measured MAdds per sample of each expert (gate excluded).
+        expert_madds: measured MAdds per sample of each expert alone (gate excluded).
+        path_madds: measured MAdds a row routed to each branch pays besides the gate (each expert alone here;
+            a cascade's escalation pays the cheap expert plus what the larger expert adds).
         gate_madds: measured MAdds per sample of the gate, paid by every sample.
         mode: "dispatch" (default; run only the chosen expert), "masked" (reference) or "dense" (training).
         beta: test-time cost knob; eval choices are argmax(logits − beta·normalised cost).
@@ -60,14 +62,31 @@ class ModalityLevelDynMM(nn.Module):
         self.experts = nn.ModuleList(experts)
         self.gate = gate
         self.expert_madds = [measure_madds(expert, example_inputs).total for expert in self.experts]
-        self.gate_madds = measure_madds(_GateLogits(gate), example_inputs).total
-        self.register_buffer("costs", normalised_costs(self.expert_madds), persistent=False)
         self.expert_modalities = [frozenset(getattr(expert, "modalities", ())) for expert in self.experts]
-        specs = {**gate.specs, **{m: s for expert in experts for m, s in getattr(expert, "specs", {}).items()}}
-        self.specs: dict[str, ModalitySpec] = dict(sorted(specs.items()))
+        self.specs: dict[str, ModalitySpec] = dict(sorted(self.input_specs().items()))
+        self.path_madds, self.gate_madds = self.measure_paths(example_inputs)
+        self.register_buffer("costs", normalised_costs(self.path_madds), persistent=False)
         self.mode: Mode = "dispatch"
         self.beta = 0.0
         self.last_gate: GateOutput | None = None
+
+    def input_specs(self) -> dict[str, ModalitySpec]:
+        """Every modality the gate or some expert reads."""
+        experts = {m: s for expert in self.experts for m, s in getattr(expert, "specs", {}).items()}
+        return {**self.gate.specs, **experts}
+
+    def measure_paths(self, example_inputs: Inputs) -> tuple[list[float], float]:
+        """(MAdds a row routed to each branch pays besides the gate, the gate's MAdds): here each expert alone,
+        since the gate reads the raw inputs and every expert encodes its own."""
+        return list(self.expert_madds), measure_madds(_GateLogits(self.gate), example_inputs).total
+
+    def routing_logits(self, inputs: Inputs) -> Tensor:
+        """The gate's logits on a batch (what β re-routing subtracts costs from)."""
+        return self.gate.logits({m: inputs[m] for m in self.gate.specs})
+
+    def branch_outputs(self, inputs: Inputs) -> Tensor:
+        """Every branch's output on every row, (branches, rows, ...): what offline re-routing chooses from."""
+        return torch.stack([expert(inputs) for expert in self.experts])
 
     @property
     def soft(self) -> bool:
@@ -99,9 +118,9 @@ class ModalityLevelDynMM(nn.Module):
         return route(list(self.experts), inputs, decision.choice, decision.weights, mode)
 
     def realized_madds(self, choice: Tensor) -> Tensor:
-        """MAdds each sample paid given the experts chosen for it: gate + its expert (from measured costs);
-        DynMM-d pays for every expert."""
-        table = torch.tensor(self.expert_madds, dtype=torch.float64)
+        """MAdds each sample paid given the branch chosen for it: gate + that branch's path (from measured
+        costs); DynMM-d pays for every branch."""
+        table = torch.tensor(self.path_madds, dtype=torch.float64)
         if self.soft:
             return torch.full(choice.shape, self.gate_madds + float(table.sum()), dtype=torch.float64)
         return self.gate_madds + table[choice.cpu()]

@@ -51,15 +51,16 @@ from dynmm.engine.run_folder import (
 from dynmm.engine.stages import data_module, stage_data, stage_train
 from dynmm.errors import ConfigError
 from dynmm.io import atomic_write_json, atomic_write_text
+from dynmm.methods.modality_level.cascade import check_cascade_gate
 from dynmm.methods.modality_level.config import DynMMConfig, ExpertConfig
-from dynmm.methods.modality_level.export import dynmm_sections
-from dynmm.methods.modality_level.model import ModalityLevelDynMM, build_modality_level
+from dynmm.methods.modality_level.export import ROUTINGS, build_routed, cascade_expert_models, dynmm_sections
+from dynmm.methods.modality_level.model import ModalityLevelDynMM
 from dynmm.methods.modality_level.module import DynMMGateModule
 from dynmm.methods.static.export import load_static
 from dynmm.methods.static.run import static_run_or_reuse
 from dynmm.nn.gates import check_gate_config
 from dynmm.nn.static_model import build_static_model
-from dynmm.specs import TaskSpec
+from dynmm.specs import ModalitySpec, TaskSpec
 
 OBJECTIVE = ("val/objective", "min")
 """Stages II and III keep the checkpoint with the best task loss + λ·cost on validation: the trade-off the gate
@@ -73,7 +74,8 @@ def dynmm_section(config: RunConfig) -> DynMMConfig:
 def check_dynmm_config(run: RunConfig) -> None:
     """Everything that can be checked before stage I starts, so a typo never costs an expert training."""
     config = dynmm_section(run)
-    check_gate_config(config.gate)
+    if config.routing != "cascade":
+        check_gate_config(config.gate)
     stage_train(run, config.gate_train, "dynmm.gate_train")
     if config.finetune_train is not None:
         stage_train(run, config.finetune_train, "dynmm.finetune_train")
@@ -89,6 +91,10 @@ def check_dynmm_config(run: RunConfig) -> None:
         raise ConfigError(f"dynmm.experts: names must be unique, got {names}")
     if config.resource_weight < 0:
         raise ConfigError(f"dynmm.resource_weight (λ) must be >= 0, got {config.resource_weight}")
+    if config.routing not in ROUTINGS:
+        raise ConfigError(f"dynmm.routing: unknown routing {config.routing!r}; choose from {list(ROUTINGS)}")
+    if config.routing == "cascade":
+        check_cascade_gate(config.gate)
 
 
 STATISTICS_COLUMN: dict[str, Callable[[Mapping[str, object]], object]] = {"mosi": mosi.statistics_column}
@@ -138,14 +144,31 @@ def stage_data_configs(config: RunConfig) -> tuple[DataConfig, DataConfig]:
     return gate, follow_expert_statistics(config, stage_data(config, dyn.eval_data), "dynmm.eval_data")
 
 
-def expert_run_config(config: RunConfig, expert: ExpertConfig, experts_dir: Path) -> RunConfig:
-    """Stage I for one expert: an ordinary static run whose model is the run's `model` + the expert's keys."""
-    model = from_dict(ModelConfig, deep_merge(to_dict(config.model), expert.model), f"dynmm.experts.{expert.name}")
+def expert_model(config: RunConfig, expert: ExpertConfig) -> ModelConfig:
+    """An expert's model: the run's `model` with the expert's keys merged in."""
+    return from_dict(ModelConfig, deep_merge(to_dict(config.model), expert.model), f"dynmm.experts.{expert.name}")
+
+
+def expert_models(config: RunConfig, specs: dict[str, ModalitySpec], experts_dir: Path | None) -> list[ModelConfig]:
+    """Every expert's model. With cascade routing, later experts encode what they share with the first expert
+    with its encoder: loaded frozen from experts_dir/<first> for stage I, spelled out when `experts_dir` is None
+    (building before stage I, and the export)."""
+    dyn = dynmm_section(config)
+    models = [expert_model(config, e) for e in dyn.experts]
+    if dyn.routing != "cascade":
+        return models
+    return cascade_expert_models(models, specs, None if experts_dir is None else experts_dir / dyn.experts[0].name)
+
+
+def expert_run_config(
+    config: RunConfig, expert: ExpertConfig, experts_dir: Path, model: ModelConfig | None = None
+) -> RunConfig:
+    """Stage I for one expert: an ordinary static run of its model (default: `expert_model`)."""
     return config.model_copy(
         update={
             "name": expert.name,
             "output_dir": str(experts_dir),
-            "model": model,
+            "model": model or expert_model(config, expert),
             "train": stage_train(config, dynmm_section(config).expert_train, "dynmm.expert_train"),
             "dynmm": None,
         }
@@ -191,17 +214,21 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     # a refused start leaves nothing behind: the experts' run configs and data options, the gate's and the
     # evaluation's data (loaded), and the whole model built once with fresh experts (encoders, fusions, gate).
     experts_dir = Path(dyn.experts_dir) if dyn.experts_dir else run_directory(config) / "experts"
-    expert_configs = [expert_run_config(config, e, experts_dir) for e in dyn.experts]
     expert_data = MultimodalDataModule(  # refuses a bad batch size or option name; loads nothing
         config.data.name, config.data.batch_size, config.data.num_workers, config.seed, config.data.options
     )
     expert_info = dataset_info(config.data.name, **expert_data.options)  # refuses bad option values, reads shapes
+    models = expert_models(config, expert_info.modalities, None)
+    expert_configs = [
+        expert_run_config(config, e, experts_dir, m)
+        for e, m in zip(dyn.experts, expert_models(config, expert_info.modalities, experts_dir), strict=True)
+    ]
     gate_config, eval_config = stage_data_configs(config)
     gate_data = data_module(config, gate_config)
     info = gate_data.info
     eval_data = gate_data if eval_config == gate_config else data_module(config, eval_config)
-    fresh = [build_static_model(c.model, expert_info.modalities, expert_info.task) for c in expert_configs]
-    build_modality_level(fresh, dyn.gate, info.modalities)
+    fresh = [build_static_model(m, expert_info.modalities, expert_info.task) for m in models]
+    build_routed(dyn.routing, fresh, dyn.gate, info.modalities, info.task, trained=False)
     del fresh
 
     run_dir = prepare_run_dir(config, resume)
@@ -211,7 +238,7 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
 
     experts = [load_static(d).model for d in expert_dirs]
     pl.seed_everything(config.seed, workers=True, verbose=False)  # the same gate init whether experts were reused
-    model = build_modality_level(experts, dyn.gate, info.modalities)
+    model = build_routed(dyn.routing, experts, dyn.gate, info.modalities, info.task)
     stages = {
         "gate": run_stage(
             "gate",
@@ -230,12 +257,12 @@ def run_dynmm_recipe(config: RunConfig, resume: bool = False) -> RunResult:
     model.eval()
 
     exported_data = eval_config.model_copy(update={"options": dict(eval_data.options)})
-    named = [(e.name, c.model) for e, c in zip(dyn.experts, expert_configs, strict=True)]
+    named = [(e.name, m) for e, m in zip(dyn.experts, models, strict=True)]
 
     def evaluate_and_export() -> dict[str, Any]:
         metrics = evaluate_dynmm_run(run_dir, model, [n for n, _ in named], eval_data, stages)
         extra = {"metrics": {k: metrics[k] for k in ("valid", "test", "madds_per_sample")}}
-        sections = dynmm_sections(named, dyn.gate)
+        sections = dynmm_sections(named, dyn.gate, dyn.routing)
         export_model(run_dir, model, config.model, exported_data, info.modalities, info.task, extra, "dynmm", sections)
         atomic_write_json(run_dir / METRICS_FILE, metrics)
         return metrics

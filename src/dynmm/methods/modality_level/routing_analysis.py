@@ -122,8 +122,8 @@ def collect_outputs(model: ModalityLevelDynMM, batches: Iterable[Batch]) -> Expe
     logits, outputs, targets = [], [], []
     with eval_mode(model):
         for inputs, target in batches:
-            logits.append(model.gate.logits(inputs))
-            outputs.append(torch.stack([expert(inputs) for expert in model.experts]))
+            logits.append(model.routing_logits(inputs))
+            outputs.append(model.branch_outputs(inputs))
             targets.append(target)
     return ExpertOutputs(torch.cat(logits), torch.cat(outputs, dim=1), torch.cat(targets))
 
@@ -211,7 +211,7 @@ def oracle_frontier(model: ModalityLevelDynMM, record: ExpertOutputs, task: Task
     router over these experts can reach at each mean budget. The gate's cost is paid by every row.
     """
     rows = record.target.shape[0]
-    costs = torch.tensor(model.expert_madds, dtype=torch.float64)
+    costs = torch.tensor(model.path_madds, dtype=torch.float64)
     order = torch.argsort(costs)
     correct = torch.stack([per_sample_correct(task, record.outputs[e], record.target) for e in range(len(costs))])
     cheapest = int(order[0])
@@ -271,3 +271,32 @@ def beta_for_budget(curve: Sequence[dict[str, float]], budget: float) -> dict[st
     if not within:
         return None
     return max(within, key=lambda p: (p["metric"], -p["madds"]))
+
+
+COLLAPSE_SHARE = 0.95
+"""A routing in which one branch takes more than this share of the samples is flagged as collapsed: the dynamic
+model is then, in effect, that one static expert."""
+
+
+def collapsed(fractions: Sequence[float]) -> bool:
+    return max(fractions) > COLLAPSE_SHARE
+
+
+def oracle_gain_share(
+    madds: float, metric: float, statics: Sequence[tuple[float, float]], oracle: Sequence[dict[str, float]]
+) -> float | None:
+    """The share of the oracle's gain a routed model captures at its own cost: (its metric − the best static
+    model's at ≤ its MAdds) / (the oracle's at ≤ its MAdds − that same static metric).
+
+    `statics` are (MAdds, metric) of the models a user could run instead (each expert alone). 1 means the
+    router is as good as knowing in hindsight which expert gets each row right; 0 (or less) that it adds nothing
+    over simply running the best static model it can afford. None when nothing static fits the budget or the
+    oracle gains nothing there (the share is undefined)."""
+    affordable = [m for cost, m in statics if cost <= madds]
+    reachable = [p["metric"] for p in oracle if p["madds"] <= madds]
+    if not affordable or not reachable:
+        return None
+    base, best = max(affordable), max(reachable)
+    if best <= base:
+        return None
+    return (metric - base) / (best - base)

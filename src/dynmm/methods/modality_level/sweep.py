@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dynmm.engine.sweep import SweepRun
-from dynmm.methods.modality_level.routing_analysis import beta_for_budget, recorded_accuracy_name
+from dynmm.io import read_json
+from dynmm.methods.modality_level.routing_analysis import (
+    beta_for_budget,
+    collapsed,
+    oracle_gain_share,
+    recorded_accuracy_name,
+)
 
 
 def budget_choice(points: Sequence[dict[str, Any]], budget: float) -> dict[str, Any]:
@@ -29,6 +36,11 @@ def budget_choice(points: Sequence[dict[str, Any]], budget: float) -> dict[str, 
     }
 
 
+def test_rows(run_dir: Path) -> int:
+    """How many test samples every number of the sweep is measured on (routing.json counts each once)."""
+    return int(sum(read_json(run_dir / "routing.json", "the run's routing statistics")["counts"]))
+
+
 def modality_level_summary(sweep: SweepRun) -> dict[str, Any]:
     """Accuracy and MAdds of each λ point, the experts alone, the oracle frontier and the budget choice."""
     config, lambdas, results = sweep.config, sweep.lambdas, sweep.results
@@ -36,6 +48,8 @@ def modality_level_summary(sweep: SweepRun) -> dict[str, Any]:
     for value, result in zip(lambdas, results, strict=True):
         m = result.metrics
         metric = recorded_accuracy_name(m)
+        statics = [(e["madds_per_sample"], e[metric]) for e in m["experts"].values()]
+        fractions = list(m["routing"]["fractions"].values())
         points.append(
             {
                 "lambda": value,
@@ -44,6 +58,10 @@ def modality_level_summary(sweep: SweepRun) -> dict[str, Any]:
                 "madds_per_sample": m["madds_per_sample"],
                 "test": m["test"],
                 "routing": m["routing"]["fractions"],
+                "collapsed": collapsed(fractions),
+                "oracle_gain_share": oracle_gain_share(
+                    m["madds_per_sample"], m["test"][metric], statics, m["oracle_frontier"]
+                ),
                 "frontier": m["frontier"],
                 "versus_costliest": m["versus_costliest"],
                 "beta_curve": m["beta_curve"],
@@ -59,6 +77,7 @@ def modality_level_summary(sweep: SweepRun) -> dict[str, Any]:
             {"name": name, "madds": e["madds_per_sample"], "metric": e[metric]} for name, e in last["experts"].items()
         ],
         "gate_madds": last["gate_madds"],
+        "test_rows": test_rows(results[-1].run_dir),
         "points": points,
         "oracle_frontier": last["oracle_frontier"],
     }
