@@ -4,13 +4,13 @@ import json
 
 import pytest
 import yaml
+from tests.methods.modality_level.test_recipe import CONFIG, small_config
 from typer.testing import CliRunner
 
 from dynmm.cli import app
 from dynmm.methods.evaluate_run import evaluate_exported
 from dynmm.methods.modality_level.cascade import CascadeDynMM
 from dynmm.methods.registry import load_exported, train_run
-from tests.methods.modality_level.test_recipe import CONFIG, small_config
 
 
 @pytest.fixture(scope="module")
