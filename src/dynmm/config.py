@@ -316,6 +316,15 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def encoder_options(config: ModelConfig, modality: str) -> dict[str, Any]:
+    """`encoders.default` overridden key by key by `encoders.<modality>`.
+
+    A modality entry that names another `kind` replaces the default entirely: options of one encoder kind
+    (e.g. an MLP's `hidden`) mean nothing to another.
+    """
+    return deep_merge(config.encoders.get("default", {}), config.encoders.get(modality, {}))
+
+
 def yaml_problem(err: yaml.YAMLError) -> str:
     """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines and quotes the
     source, which the CLI's one-line errors must not)."""

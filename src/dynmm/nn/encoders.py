@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, InputError
 from dynmm.nn.external_encoders import EXTERNAL_KINDS, build_external_encoder
+from dynmm.nn.run_encoder import build_run_encoder
 from dynmm.specs import ModalitySpec
 
 
@@ -256,9 +257,7 @@ def build_encoder(spec: ModalitySpec, cfg: Mapping[str, Any]) -> nn.Module:
     if name in EXTERNAL_KINDS:
         return build_external_encoder(spec, name, {k: v for k, v in cfg.items() if k != "kind"}, where)
     if name == "from_run":
-        from dynmm.nn.run_encoder import build_run_encoder
-
-        return build_run_encoder(spec, {k: v for k, v in cfg.items() if k != "kind"}, where)
+        return build_run_encoder(spec, {k: v for k, v in cfg.items() if k != "kind"}, where, build_encoder)
     if name not in _KINDS:
         raise ConfigError(f"{where}: unknown kind {name!r}; valid kinds: {', '.join(kinds)}")
     entry = _KINDS[name]

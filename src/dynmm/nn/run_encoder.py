@@ -9,7 +9,7 @@ Only `model.json` and `model.safetensors` are read (no pickle, no dynmm run mach
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from dynmm.io import read_json
 from dynmm.specs import ModalitySpec
 
 OPTIONS = ("path", "modality", "freeze", "out_dim")
+EncoderBuilder = Callable[[ModalitySpec, Mapping[str, Any]], nn.Module]
 
 
 class FrozenEncoder(nn.Module):
@@ -50,8 +51,7 @@ class FrozenEncoder(nn.Module):
 
 def source_encoder_options(path: Path, modality: str, where: str) -> tuple[dict[str, Any], ModalitySpec]:
     """The encoder options and modality spec the run in `path` built `modality`'s encoder from."""
-    from dynmm.config import ModelConfig, from_dict
-    from dynmm.nn.static_model import encoder_options
+    from dynmm.config import ModelConfig, encoder_options, from_dict
 
     description = read_json(path / "model.json", f"{where}: the exported model of run {path}")
     modalities = description.get("modalities") or {}
@@ -65,11 +65,12 @@ def source_encoder_options(path: Path, modality: str, where: str) -> tuple[dict[
     return options, ModalitySpec(modality, tuple(entry["shape"]), entry["kind"])
 
 
-def build_run_encoder(spec: ModalitySpec, options: Mapping[str, Any], where: str) -> nn.Module:
+def build_run_encoder(
+    spec: ModalitySpec, options: Mapping[str, Any], where: str, build_encoder: EncoderBuilder
+) -> nn.Module:
     """The encoder of `options["path"]`'s exported model for `options.get("modality", spec.name)`, with its
-    trained weights, frozen unless `freeze: false`."""
-    from dynmm.nn.encoders import build_encoder
-
+    trained weights, frozen unless `freeze: false`. `build_encoder` builds the source's encoder kind (passed in
+    by dynmm.nn.encoders, which dispatches to this module)."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown} for kind 'from_run'; accepted: {list(OPTIONS)}")

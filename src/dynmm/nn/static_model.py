@@ -7,11 +7,11 @@ that takes the dict of embeddings, a head.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from torch import Tensor, nn
 
-from dynmm.config import ModelConfig, deep_merge
+from dynmm.config import ModelConfig, encoder_options
 from dynmm.errors import ConfigError
 from dynmm.nn.encoders import build_encoder
 from dynmm.nn.fusion import build_fusion, fusion_class
@@ -54,15 +54,6 @@ class StaticFusionModel(nn.Module):
         check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
         embeddings = {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
         return self.head(self.fusion(embeddings))
-
-
-def encoder_options(config: ModelConfig, modality: str) -> dict[str, Any]:
-    """`encoders.default` overridden key by key by `encoders.<modality>`.
-
-    A modality entry that names another `kind` replaces the default entirely: options of one encoder kind
-    (e.g. an MLP's `hidden`) mean nothing to another.
-    """
-    return deep_merge(config.encoders.get("default", {}), config.encoders.get(modality, {}))
 
 
 def select_modalities(config: ModelConfig, specs: dict[str, ModalitySpec]) -> list[str]:

@@ -9,13 +9,13 @@ from typing import Any
 
 from torch import nn
 
-from dynmm.config import GateConfig, ModelConfig, from_dict, to_dict
+from dynmm.config import GateConfig, ModelConfig, encoder_options, from_dict, to_dict
 from dynmm.engine.export import Builder, ExportedModel, load_export
 from dynmm.errors import DataError
 from dynmm.methods.modality_level.cascade import build_cascade
 from dynmm.methods.modality_level.config import ExpertConfig
 from dynmm.methods.modality_level.model import ModalityLevelDynMM, build_modality_level
-from dynmm.nn.static_model import build_static_model, encoder_options, select_modalities
+from dynmm.nn.static_model import build_static_model, select_modalities
 from dynmm.specs import ModalitySpec, TaskSpec
 
 ROUTINGS = ("gate", "cascade")
