@@ -142,3 +142,11 @@ def test_export_round_trip_keeps_the_shared_encoder(tmp_path):
     x = batch(16)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model(x), atol=0, rtol=0)
+
+
+def test_a_missing_modality_keeps_every_row_on_the_first_expert():
+    model = build()
+    model.beta = -100.0  # the gate alone would escalate every row
+    with torch.no_grad():
+        model(batch(8), missing=["audio"])
+    assert bool((model.last_gate.choice == 0).all())
