@@ -1,6 +1,11 @@
 """What a trained fusion-level DynMM does beyond its headline metrics: the test-time cost knob β, robustness to
 noisy or missing depth (the auxiliary modality) and noisy RGB, example segmentations; written to metrics.json
-and report.html."""
+and report.html.
+
+The report leads with what skipping the auxiliary (depth) encoder saves: its MAdds per scene for this run, the
+static fusion baselines and other λ points, against the best static fusion. Routing is shown per fusion cell
+(which op) and per scene (how many depth stages ran, split by data flag).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dynmm.data.base import MultimodalDataset, collate
+from dynmm.data.rgbd_synth import CLASS_NAMES as RGBD_SYNTH_CLASSES
 from dynmm.io import read_json
 from dynmm.methods.fusion_level.evaluate import evaluate_fusion_level
 from dynmm.methods.fusion_level.model import FusionLevelDynMM
@@ -25,6 +31,9 @@ NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
 EXAMPLES = 4
 KEEP = ("miou", "pixel_accuracy", "madds_per_sample", "aux_madds_per_sample")
 ROUTING = ("aux_stages_run", "ops_per_cell")
+KNOWN_CLASS_NAMES = {"rgbd_synth": RGBD_SYNTH_CLASSES}
+"""Class names of data sets that have them, for the legend of the example segmentations."""
+UNLABELED = "unlabeled"
 
 
 def _evaluate(
@@ -60,8 +69,9 @@ def robustness(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec)
 
 
 @torch.no_grad()
-def examples(model: FusionLevelDynMM, test: MultimodalDataset) -> list[dict[str, Any]]:
-    """The first test scenes: RGB (rescaled to [0, 1] per image), depth, labels, prediction and its routing."""
+def examples(model: FusionLevelDynMM, test: MultimodalDataset, unlabeled: int) -> list[dict[str, Any]]:
+    """The first test scenes: RGB (rescaled to [0, 1] per image), depth, labels (class-less pixels as class
+    `unlabeled`), prediction and its routing."""
     rows = []
     with eval_mode(model):
         for i in range(min(EXAMPLES, len(test))):
@@ -72,7 +82,7 @@ def examples(model: FusionLevelDynMM, test: MultimodalDataset) -> list[dict[str,
             assert model.last_choice is not None
             ops = ", ".join(model.op_names[int(o)] for o in model.last_choice[0])
             label = test.target[i].numpy().copy()
-            label[label == SEGMENTATION_IGNORE] = 19  # unlabeled drawn in the last colour
+            label[label == SEGMENTATION_IGNORE] = unlabeled
             rows.append(
                 {
                     "label": f"scene {i} ({ops})",
@@ -85,6 +95,14 @@ def examples(model: FusionLevelDynMM, test: MultimodalDataset) -> list[dict[str,
                 }
             )
     return rows
+
+
+def class_names(data_name: str, num_classes: int) -> list[str]:
+    """The data set's class names (generic "class i" when it has none), then UNLABELED: class-less pixels are
+    drawn as the class after the last."""
+    known = KNOWN_CLASS_NAMES.get(data_name)
+    names = list(known) if known is not None and len(known) == num_classes else []
+    return [*(names or (f"class {i}" for i in range(num_classes))), UNLABELED]
 
 
 def by_flag(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) -> dict[str, Any]:
@@ -107,15 +125,84 @@ def analyse(model: FusionLevelDynMM, test: MultimodalDataset, task: TaskSpec) ->
     return {"beta_curve": curve, "robustness": robustness(model, test, task), "by_flag": by_flag(model, test, task)}
 
 
-def report_data(title: str, metrics: dict[str, Any], baselines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def routing_summary(test: dict[str, Any]) -> dict[str, Any]:
+    """Whether the gate routes scenes apart (keys the evaluation may record: path shares, collapse)."""
+    out: dict[str, Any] = {}
+    if test.get("top_path") is not None:
+        out["most common routing path"] = test["top_path"]
+    if test.get("top_path_share") is not None:
+        out["share of scenes on the most common path"] = test["top_path_share"]
+    if test.get("collapsed") is not None:
+        out["routing collapsed onto one path"] = "yes" if test["collapsed"] else "no"
+    return out
+
+
+def component(
+    test: dict[str, Any], static: list[dict[str, Any]], gated: list[dict[str, Any]], metric: str = "miou"
+) -> dict[str, Any]:
+    """Bars of auxiliary-encoder MAdds per scene: static baselines, other DynMM runs (λ points), this run; the
+    saving is stated against the best static fusion (highest metric among baselines that run the encoder)."""
+    secondary = test.get("secondary", "depth")
+    bars = [
+        {"name": p["name"], "group": group, "madds": p["aux_madds"], "metric": p["metric"]}
+        | ({"collapsed": p["collapsed"]} if p.get("collapsed") is not None else {})
+        for group, points in (("static fusion", static), ("other DynMM runs", gated))
+        for p in points
+        if p.get("aux_madds") is not None
+    ]
+    mine = {"name": "this run", "group": "this run", "madds": test["aux_madds_per_sample"], "metric": test[metric]}
+    bars.append(mine | ({"collapsed": test["collapsed"]} if test.get("collapsed") is not None else {}))
+    fusing = [b for b in bars if b["group"] == "static fusion" and b["madds"] > 0]
+    out = {"name": f"{secondary} encoder", "bars": bars, "full": test["aux_madds_full"], "subject": "this run"}
+    if fusing:
+        best = max(fusing, key=lambda b: b["metric"])
+        out |= {"reference": best["name"], "reference_kind": "best static fusion"}
+    return out
+
+
+def stage_histogram(test: dict[str, Any], by_flag: dict[str, Any]) -> dict[str, Any]:
+    """Scenes by how many auxiliary-encoder stages they ran, and the same split by each data flag."""
+    secondary = test.get("secondary", "depth")
+    stages = test["aux_stages_run"]
+    stacked = {
+        flag: {group.replace("_", " "): numbers["aux_stages_run"] for group, numbers in groups.items()}
+        for flag, groups in by_flag.items()
+        if all("aux_stages_run" in numbers for numbers in groups.values())
+    }
+    return {
+        "title": f"{secondary}-encoder stages run per scene",
+        "xlabel": f"{secondary} stages run",
+        "bins": [str(k) for k in range(len(stages))],
+        "counts": stages,
+        "stacked": stacked,
+    }
+
+
+def _pareto_point(p: dict[str, Any], key: str) -> dict[str, Any]:
+    """A run found by baseline_points as a Pareto point (its name under `key`: name or label)."""
+    collapsed = {"collapsed": p["collapsed"]} if p.get("collapsed") is not None else {}
+    return {key: p["name"], "madds": p["madds"], "metric": p["metric"], **collapsed}
+
+
+def report_data(
+    title: str,
+    metrics: dict[str, Any],
+    baselines: list[dict[str, Any]] | None = None,
+    gated: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The report's input from metrics.json, static baselines and other DynMM runs (`baseline_points`)."""
     test = metrics["test"]
     cells = test["ops_per_cell"]
     ops = list(cells[0])
     robust = metrics["robustness"]
     secondary = test.get("secondary", "depth")
+    static, others = baselines or [], gated or []
+    mine = {"label": "this run", "madds": test["madds_per_sample"], "metric": test["miou"]}
+    mine |= {"collapsed": test["collapsed"]} if test.get("collapsed") is not None else {}
     return {
         "title": f"Fusion-level DynMM · {title}",
         "metric": "miou",
+        "unit": "scene",
         "summary": {
             "test mIoU": test["miou"],
             "MAdds per sample": test["madds_per_sample"],
@@ -129,19 +216,25 @@ def report_data(title: str, metrics: dict[str, Any], baselines: list[dict[str, A
                 for flag, groups in metrics.get("by_flag", {}).items()
                 for group, numbers in groups.items()
             },
+            **routing_summary(test),
         },
+        "component": component(test, static, others),
         "pareto": {
-            "baselines": baselines or [],
-            "dynmm": [{"label": "DynMM", "madds": test["madds_per_sample"], "metric": test["miou"]}],
+            "baselines": [_pareto_point(p, "name") for p in static],
+            "dynmm": [mine, *(_pareto_point(p, "label") for p in others)],
             "beta_curve": [
                 {"beta": p["beta"], "madds": p["madds_per_sample"], "metric": p["miou"]} for p in metrics["beta_curve"]
             ],
+            "test_rows": sum(test["aux_stages_run"]),
         },
         "routing": {
             "experts": ops,
             "counts": [sum(cell[o] for cell in cells) for o in ops],
             "per_class": {f"cell {k + 1}": [cell[o] for o in ops] for k, cell in enumerate(cells)},
+            "unit": "cell choice",
+            "group": "cell",
         },
+        "histograms": [stage_histogram(test, metrics.get("by_flag", {}))],
         "robustness": [
             {
                 "title": f"Gaussian noise on {m}",
@@ -162,18 +255,19 @@ def write_fusion_report(
     baselines: Path | None = None,
 ) -> Path:
     others = baseline_points(run_dir, baselines) if baselines else []
-    static = [{k: v for k, v in p.items() if k != "gated"} for p in others if not p["gated"]]
-    data = report_data(run_dir.name, metrics, static)
-    data["pareto"]["dynmm"] += [
-        {"label": p["name"], "madds": p["madds"], "metric": p["metric"]} for p in others if p["gated"]
-    ]
-    data["examples"] = {"title": "Example segmentations", "rows": examples(model, test)}
+    static = [p for p in others if not p["gated"]]
+    data = report_data(run_dir.name, metrics, static, [p for p in others if p["gated"]])
+    data_name = read_json(run_dir / "model.json", "the run's exported model")["data"]["name"]
+    names = class_names(data_name, model.decoder.num_classes)
+    rows = examples(model, test, unlabeled=names.index(UNLABELED))
+    data["examples"] = {"title": "Example segmentations", "rows": rows, "class_names": names}
     return write_report(run_dir, data)
 
 
 def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
     """Other finished fusion-level runs on the same data: static single-op baselines and other DynMM runs
-    (`gated`), in `baselines` and one level further down (the points of a λ sweep)."""
+    (`gated`), in `baselines` and one level further down (the points of a λ sweep), with their auxiliary-encoder
+    MAdds (`aux_madds`) and whether their routing collapsed, where their metrics record them."""
     own = read_json(run_dir / "model.json", "the run's exported model")["data"]
     points = []
     folders = [p for p in sorted(baselines.iterdir()) if p.is_dir()]
@@ -196,6 +290,8 @@ def baseline_points(run_dir: Path, baselines: Path) -> list[dict[str, Any]]:
                 "madds": test["madds_per_sample"],
                 "metric": test["miou"],
                 "gated": gated,
+                "aux_madds": test.get("aux_madds_per_sample"),
+                "collapsed": test.get("collapsed") if gated else None,
             }
         )
     return points

@@ -111,8 +111,8 @@ def evaluate_dynmm_run(
     record = collect_outputs(model, data.test_dataloader())
     curve = beta_curve(model, record, task, beta_grid(model, record))
     oracle = oracle_frontier(model, record, task)
-    low = model.gate_madds + min(model.expert_madds)
-    high = model.gate_madds + max(model.expert_madds)
+    low = model.gate_madds + min(model.path_madds)
+    high = model.gate_madds + max(model.path_madds)
     experts = {
         name: {**alone, "madds_per_sample": madds}
         for name, alone, madds in zip(names, expert_metrics(record, task), model.expert_madds, strict=True)
@@ -200,16 +200,7 @@ def report_data(
     """The report's input, from metrics.json and routing.json of one run (+ speed.json, a sweep summary)."""
     versus = metrics["versus_costliest"]
     metric = recorded_accuracy_name(metrics)
-    dynmm_points = [{"label": "this run", "madds": metrics["madds_per_sample"], "metric": metrics["test"][metric]}]
-    if sweep is not None:
-        swept = [
-            {"label": f"λ={p['lambda']:g}", "madds": p["madds_per_sample"], "metric": p["metric"]}
-            for p in sweep["points"]
-        ]
-        mine = dynmm_points[0]
-        if any((p["madds"], p["metric"]) == (mine["madds"], mine["metric"]) for p in swept):
-            dynmm_points = []  # this run is one of the sweep's points: label it once, by its λ
-        dynmm_points += swept
+    aggregate = sweep.get("aggregate") if sweep is not None else None
     data: dict[str, Any] = {
         "title": f"DynMM · {title}",
         "metric": metric,
@@ -221,12 +212,11 @@ def report_data(
             "β-curve area / oracle area": metrics["frontier"]["area_ratio"],
         },
         "pareto": {
-            "experts": [
-                {"name": n, "madds": e["madds_per_sample"], "metric": e[metric]} for n, e in metrics["experts"].items()
-            ],
-            "dynmm": dynmm_points,
+            "experts": expert_points(metrics, metric, aggregate),
+            "dynmm": dynmm_points(metrics, metric, sweep),
             "beta_curve": [{k: p[k] for k in ("beta", "madds", "metric")} for p in metrics["beta_curve"]],
             "oracle": metrics["oracle_frontier"],
+            **_present(test_rows=aggregate["test_rows"] if aggregate else sum(routing["counts"]) or None),
         },
         "routing": {k: routing[k] for k in ("experts", "counts", "per_class")},
         "robustness": [
@@ -237,6 +227,59 @@ def report_data(
     if speed is not None:
         data["speed"] = speed_points(speed)
     return data
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that are not None: optional report keys are left out rather than set to null."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def expert_points(metrics: dict[str, Any], metric: str, aggregate: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each expert alone: its mean and spread over the sweep's seeds when aggregated, else this run's numbers."""
+    if aggregate is not None:
+        return [
+            {
+                "name": e["name"],
+                "madds": e["madds"],
+                "metric": e["metric_mean"],
+                **_present(metric_std=e.get("metric_std")),
+            }
+            for e in aggregate["experts"]
+        ]
+    return [{"name": n, "madds": e["madds_per_sample"], "metric": e[metric]} for n, e in metrics["experts"].items()]
+
+
+def dynmm_points(metrics: dict[str, Any], metric: str, sweep: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """This run and the λ points of a sweep. Aggregated over seeds, the sweep's means (with their spread) stand
+    for every λ, this run included (its own numbers are in the summary); single-seed, this run is labelled once,
+    by its λ when it is one of the sweep's points."""
+    mine = {"label": "this run", "madds": metrics["madds_per_sample"], "metric": metrics["test"][metric]}
+    if sweep is None:
+        return [mine]
+    if "aggregate" in sweep:
+        return [_aggregate_point(p) for p in sweep["aggregate"]["points"]]
+    swept = [_sweep_point(p) for p in sweep["points"]]
+    if any((p["madds"], p["metric"]) == (mine["madds"], mine["metric"]) for p in swept):
+        return swept
+    return [mine, *swept]
+
+
+def _sweep_point(p: dict[str, Any]) -> dict[str, Any]:
+    """One single-seed λ point, with whether its routing collapsed and its oracle gain share when recorded."""
+    optional = _present(collapsed=p.get("collapsed"), oracle_gain_share=p.get("oracle_gain_share"))
+    return {"label": f"λ={p['lambda']:g}", "madds": p["madds_per_sample"], "metric": p["metric"], **optional}
+
+
+def _aggregate_point(p: dict[str, Any]) -> dict[str, Any]:
+    """One λ point as mean ± std over the sweep's seeds."""
+    optional = _present(
+        metric_std=p.get("metric_std"),
+        madds_std=p.get("madds_std"),
+        collapsed=p.get("collapsed"),
+        oracle_gain_share=p.get("oracle_gain_share_mean"),
+        oracle_gain_share_std=p.get("oracle_gain_share_std"),
+    )
+    return {"label": p["label"], "madds": p["madds_mean"], "metric": p["metric_mean"], **optional}
 
 
 def speed_points(speed: dict[str, Any]) -> list[dict[str, Any]]:
