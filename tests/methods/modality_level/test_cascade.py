@@ -150,3 +150,16 @@ def test_a_missing_modality_keeps_every_row_on_the_first_expert():
     with torch.no_grad():
         model(batch(8), missing=["audio"])
     assert bool((model.last_gate.choice == 0).all())
+
+
+def test_speed_benchmark_times_a_cascade_through_its_own_forward():
+    from dynmm.methods.modality_level.speed import forced_choice, measure_modes
+
+    model = build()
+    x = batch(16)
+    choice = forced_choice(16, 0.5)
+    measured = measure_modes(model, x, choice, ["masked", "dispatch"], repeats=1)
+    realized = float(model.realized_madds(choice).mean())
+    assert measured["madds_per_sample"]["dispatch"] == pytest.approx(realized)
+    assert measured["madds_per_sample"]["masked"] > realized
+    assert model.forced_choice is None and model.mode == "dispatch"  # restored after every call

@@ -199,8 +199,7 @@ class CascadeDynMM(ModalityLevelDynMM):
         check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
         inputs = {m: inputs[m] for m in self.specs}
         gate_inputs, carried = self.cheap_pass(inputs)
-        decision = self.gate(gate_inputs, cost_penalty=self.penalty(missing))
-        self.last_gate = decision
+        decision = self.decide(gate_inputs, missing)
         mode: Mode = "dense" if self.training or self.soft else self.mode
         return route(self.branches, carried, decision.choice, decision.weights, mode)
 

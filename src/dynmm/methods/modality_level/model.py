@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dynmm.config import GateConfig
@@ -49,6 +50,7 @@ class ModalityLevelDynMM(nn.Module):
         mode: "dispatch" (default; run only the chosen expert), "masked" (reference) or "dense" (training).
         beta: test-time cost knob; eval choices are argmax(logits − beta·normalised cost).
         last_gate: the gate output of the latest forward (for the resource loss and routing statistics).
+        forced_choice: a routing to use instead of the gate's (the gate still runs); None in normal use.
         specs: every modality the gate or some expert reads; a batch must hold all of them (checked before the
             gate runs, so that a missing or malformed modality fails whichever expert the rows are routed to).
     """
@@ -69,6 +71,7 @@ class ModalityLevelDynMM(nn.Module):
         self.mode: Mode = "dispatch"
         self.beta = 0.0
         self.last_gate: GateOutput | None = None
+        self.forced_choice: Tensor | None = None
 
     def input_specs(self) -> dict[str, ModalitySpec]:
         """Every modality the gate or some expert reads."""
@@ -112,10 +115,20 @@ class ModalityLevelDynMM(nn.Module):
         """Route each row to its expert. `missing` names modalities absent at test time (zero-filled in `inputs`)."""
         check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
         inputs = {m: inputs[m] for m in self.specs}  # extra keys are ignored: they never reach gate or experts
-        decision = self.gate(inputs, cost_penalty=self.penalty(missing))
-        self.last_gate = decision
+        decision = self.decide(inputs, missing)
         mode: Mode = "dense" if self.training or self.soft else self.mode
         return route(list(self.experts), inputs, decision.choice, decision.weights, mode)
+
+    def decide(self, gate_inputs: Inputs, missing: Collection[str] = ()) -> GateOutput:
+        """Run the gate (always paid) and keep its decision, unless `forced_choice` fixes the routing in advance
+        (speed benchmarks: a known share of rows on each expert, through the model's own forward)."""
+        decision = self.gate(gate_inputs, cost_penalty=self.penalty(missing))
+        if self.forced_choice is not None:
+            forced = self.forced_choice
+            weights = F.one_hot(forced, len(self.experts)).to(decision.weights.dtype)
+            decision = GateOutput(forced, weights, decision.logits)
+        self.last_gate = decision
+        return decision
 
     def realized_madds(self, choice: Tensor) -> Tensor:
         """MAdds each sample paid given the branch chosen for it: gate + that branch's path (from measured

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dynmm.cost import count_madds
@@ -32,7 +31,7 @@ from dynmm.engine.timing import (
 from dynmm.errors import ConfigError
 from dynmm.methods.modality_level.export import MODALITY_LEVEL_BUILDERS
 from dynmm.methods.modality_level.model import ModalityLevelDynMM
-from dynmm.routing import MODES, Mode, route
+from dynmm.routing import MODES, Mode
 from dynmm.specs import Inputs
 
 Routing = Literal["forced", "trained"]
@@ -48,19 +47,25 @@ def forced_choice(batch: int, cheap_fraction: float, seed: int = 0, expensive: i
 
 def gate_choice(model: ModalityLevelDynMM, x: Inputs) -> Tensor:
     """The routing the model's own eval forward takes: the gate's argmax(logits − β·cost)."""
-    return model.gate(x, cost_penalty=model.penalty()).choice
+    with torch.inference_mode():
+        model(x)
+    assert model.last_gate is not None
+    return model.last_gate.choice
 
 
 def _inference_call(model: ModalityLevelDynMM, x: Inputs, mode: Mode, forced: Tensor | None) -> Callable[[], Tensor]:
-    """One inference call: the gate runs (and is paid) in every mode; its choice is used unless one is forced."""
-    experts = list(model.experts)
+    """One inference call through the model's own forward in `mode`: the gate runs (and is paid) in every mode
+    (a cascade's first expert too); its choice is used unless one is forced."""
 
     def call() -> Tensor:
-        choice = gate_choice(model, x)
-        if forced is not None:
-            choice = forced
-        weights = F.one_hot(choice, len(experts)).float() if mode == "dense" else None
-        return route(experts, x, choice, weights, mode)
+        previous = model.mode
+        model.set_mode(mode)
+        model.forced_choice = forced
+        try:
+            return model(x)
+        finally:
+            model.forced_choice = None
+            model.set_mode(previous)
 
     return call
 
