@@ -229,6 +229,37 @@ def test_failed_depth_sensors_are_flagged_and_mostly_holes() -> None:
     assert not bool(healthy.flags["depth_failed"].any())
 
 
+def colour_accuracy(rgb: Tensor, target: Tensor) -> Tensor:
+    """Per scene, the pixel accuracy of labelling each pixel by its nearest class-mean colour (means fitted on the
+    scene itself): how far colour alone goes there. rgb (N, 3, H, W), target (N, H, W) -> (N,)."""
+    scores = []
+    for image, labels in zip(rgb, target, strict=True):
+        pixels, labels = image.flatten(1).t(), labels.flatten()
+        keep = labels != IGNORE
+        pixels, labels = pixels[keep], labels[keep]
+        classes = labels.unique()
+        means = torch.stack([pixels[labels == c].mean(0) for c in classes])
+        scores.append((classes[torch.cdist(pixels, means).argmin(1)] == labels).float().mean())
+    return torch.stack(scores)
+
+
+def test_dark_rooms_are_flagged_dim_noisy_and_otherwise_the_same_rooms() -> None:
+    options = {**SMALL, "train_size": 60, "normalize": False}
+    data = load_rgbd_synth(0, **options, dark_room_fraction=0.4)["train"]
+    lit = load_rgbd_synth(0, **options)["train"]
+    dark = data.flags["dark"]
+    assert 0.2 < float(dark.float().mean()) < 0.6 and not bool(lit.flags["dark"].any())
+    # the darkness draws its own stream: same rooms, labels and depth; lit scenes keep their very pixels
+    assert torch.equal(data.target, lit.target) and torch.equal(data.inputs["depth"], lit.inputs["depth"])
+    assert torch.equal(data.inputs["rgb"][~dark], lit.inputs["rgb"][~dark])
+    brightness = data.inputs["rgb"].mean(dim=(1, 2, 3))
+    assert float(brightness[dark].max()) < float(brightness[~dark].min())
+    # colour alone labels a lit room well and a dark one poorly: there depth must carry the scene
+    accuracy = colour_accuracy(data.inputs["rgb"], data.target)
+    assert float(accuracy[~dark].mean()) > float(accuracy[dark].mean()) + 0.15
+    assert float(accuracy[dark].max()) < float(accuracy[~dark].mean())
+
+
 def test_bad_options_name_the_option() -> None:
     with pytest.raises(ConfigError, match=r"\['colour'\].*hole_rate"):
         load_rgbd_synth(colour=True)
@@ -246,6 +277,10 @@ def test_bad_options_name_the_option() -> None:
         RGBDSynthOptions(plain_room_fraction=1.2)
     with pytest.raises(ConfigError, match="depth_noise"):
         RGBDSynthOptions(depth_noise=-0.1)
+    with pytest.raises(ConfigError, match="dark_room_fraction must be in"):
+        RGBDSynthOptions(dark_room_fraction=-0.1)
+    with pytest.raises(ConfigError, match="dark_rgb_noise must be finite"):
+        RGBDSynthOptions(dark_rgb_noise=float("inf"))
     with pytest.raises(ConfigError, match="seed"):
         load_rgbd_synth(seed=0.5)  # type: ignore[arg-type]
     assert RGBDSynthOptions(hole_rate=0).hole_rate == 0.0

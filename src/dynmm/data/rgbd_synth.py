@@ -21,6 +21,10 @@ cabinets, rugs, low tables); flag `depth_pairs` says which scenes hold one. Dept
 (geometry sharpens every boundary), only less. A seeded `depth_failure_fraction` of the scenes (default 0) gets
 a failed depth sensor (as in sunlight or facing glass): 95 % of its pixels are holes and the rest random
 values; flag `depth_failed`. There depth is worthless, which a per-image fusion choice should notice.
+A seeded `dark_room_fraction` (default 0) is the opposite case: a dim room (light × DARK_GAIN) filmed by a noisy
+camera (RGB noise `dark_rgb_noise` instead of `rgb_noise`); flag `dark`. There colour is a poor cue and depth must
+carry the scene, while a lit room without depth-only objects needs little depth: scenes differ in what depth is
+worth to them.
 
 Inputs (normalize=True): rgb = ([0, 1] RGB - RGB_MEAN) / RGB_STD with fixed constants, so every split and
 size is scaled alike; depth = metres / DEPTH_SCALE, holes exactly 0 (valid depth is never below ~0.25).
@@ -72,6 +76,8 @@ RGB_STD = (0.17, 0.17, 0.19)
 """Fixed per-channel statistics of the [0, 1] RGB images (measured on the default train split, seed 0)."""
 DEPTH_SCALE = 4.0
 """Normalised depth = metres / DEPTH_SCALE, so valid pixels lie in about (0.25, 2) and holes stay exactly 0."""
+DARK_GAIN = (0.1, 0.25)
+"""Range of the factor on the light of a dark scene (drawn per scene)."""
 EDGE_RELATIVE_STEP = 0.03
 """A pixel is on a depth edge if a 4-neighbour's clean depth differs by more than this fraction of its depth."""
 
@@ -122,6 +128,10 @@ _LOOKS: dict[int, _Look] = {
 }
 
 
+_FRACTIONS = ("hole_rate", "edge_hole_rate", "plain_room_fraction", "depth_failure_fraction", "dark_room_fraction")
+"""Options that are shares or probabilities, in [0, 1]."""
+
+
 @dataclass(frozen=True)
 class RGBDSynthOptions:
     """How the scenes are built; every field is an accepted keyword of load_rgbd_synth."""
@@ -143,6 +153,10 @@ class RGBDSynthOptions:
     """Fraction of scenes drawn without posters, wall cabinets, rugs and low tables (the depth-only classes)."""
     depth_failure_fraction: float = 0.0
     """Fraction of scenes whose depth sensor failed: 95 % holes, the rest random values in the valid range."""
+    dark_room_fraction: float = 0.0
+    """Fraction of scenes in a dim room (light × DARK_GAIN) with RGB noise `dark_rgb_noise`: depth matters most."""
+    dark_rgb_noise: float = 0.1
+    """Std of the Gaussian sensor noise on the [0, 1] RGB of dark scenes (a camera at high gain)."""
     normalize: bool = True
     """True: RGB z-scored with RGB_MEAN/RGB_STD, depth in metres / DEPTH_SCALE; False: RGB in [0, 1], metres."""
 
@@ -154,10 +168,10 @@ class RGBDSynthOptions:
         for name in ("height", "width"):
             if not 8 <= getattr(self, name) <= 1024:
                 raise ConfigError(f"rgbd_synth option {name} must be in [8, 1024], got {getattr(self, name)}")
-        for name in ("hole_rate", "edge_hole_rate", "plain_room_fraction", "depth_failure_fraction"):
+        for name in _FRACTIONS:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"rgbd_synth option {name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("depth_noise", "rgb_noise"):
+        for name in ("depth_noise", "rgb_noise", "dark_rgb_noise"):
             if not 0.0 <= getattr(self, name) < math.inf:
                 raise ConfigError(f"rgbd_synth option {name} must be finite and >= 0, got {getattr(self, name)}")
 
@@ -431,8 +445,9 @@ def _depth_edges(depth: Tensor, slot: Tensor) -> Tensor:
     return edge
 
 
-def _render(scenes: list[_Scene], noise: Tensor, opts: RGBDSynthOptions) -> dict[str, Tensor]:
-    """Cast, shade and corrupt one chunk of scenes; noise (B, 6, P): grain, RGB (3), depth noise, hole uniform."""
+def _render(scenes: list[_Scene], noise: Tensor, rgb_noise: Tensor, opts: RGBDSynthOptions) -> dict[str, Tensor]:
+    """Cast, shade and corrupt one chunk of scenes; noise (B, 6, P): grain, RGB (3), depth noise, hole uniform;
+    rgb_noise (B,): each scene's RGB noise std."""
     table = torch.from_numpy(np.stack([s.table for s in scenes]))
     camera = torch.from_numpy(np.stack([s.camera for s in scenes]).astype(np.float32))
     light = torch.from_numpy(np.stack([s.lighting for s in scenes]).astype(np.float32))
@@ -459,7 +474,7 @@ def _render(scenes: list[_Scene], noise: Tensor, opts: RGBDSynthOptions) -> dict
     stripes = rows[..., _AMP] * blur * torch.sin(phase)
     texture = 1 + stripes + rows[..., _GRAIN] * noise[:, 0]
     albedo = (rows[..., _BASE] * texture[..., None]).clamp(0, 1)
-    rgb = albedo * (shade[..., None] * light[:, None, 4:7]) + opts.rgb_noise * noise[:, 1:4].transpose(1, 2)
+    rgb = albedo * (shade[..., None] * light[:, None, 4:7]) + rgb_noise[:, None, None] * noise[:, 1:4].transpose(1, 2)
     rgb = rgb.clamp(0, 1).transpose(1, 2).reshape(n, 3, opts.height, opts.width)
 
     depth = t.reshape(n, opts.height, opts.width)
@@ -484,6 +499,7 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
     meta |= {k: torch.empty(size, dtype=torch.int64) for k in ("camera_height_mm", "pitch_mrad", "room_depth_mm")}
     depth_pairs = torch.empty(size, dtype=torch.bool)
     depth_failed = torch.zeros(size, dtype=torch.bool)
+    dark = torch.zeros(size, dtype=torch.bool)
     chunk, generator = max(1, _PIXELS_PER_CHUNK // hw), torch.Generator()
     for start in range(0, size, chunk):
         stop = min(size, start + chunk)
@@ -493,10 +509,12 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
             # its own stream, so that the fraction does not change which rooms the other scenes are
             plain = np.random.default_rng([seed, _SPLIT_IDS[split], i, 1]).random() < opts.plain_room_fraction
             scenes.append(_Scene(rng, depth_pairs=not plain))
+            dark[i] = _darken(scenes[-1], np.random.default_rng([seed, _SPLIT_IDS[split], i, 3]), opts)
             generator.manual_seed(int(rng.integers(2**62)))
             noise[j, :5].normal_(generator=generator)
             noise[j, 5].uniform_(generator=generator)
-        out = _render(scenes, noise, opts)
+        rgb_noise = torch.where(dark[start:stop], opts.dark_rgb_noise, opts.rgb_noise)
+        out = _render(scenes, noise, rgb_noise, opts)
         rgb[start:stop], depth[start:stop], target[start:stop] = out["rgb"], out["depth"], out["target"]
         meta["num_objects"][start:stop] = torch.tensor(
             [int(s.table[_CEILING_SLOT + 1 :, _PRESENT].sum()) for s in scenes]
@@ -517,8 +535,17 @@ def _generate(seed: int, split: str, size: int, opts: RGBDSynthOptions) -> Multi
     if opts.normalize:
         rgb.sub_(torch.tensor(RGB_MEAN)[:, None, None]).div_(torch.tensor(RGB_STD)[:, None, None])
         depth.div_(DEPTH_SCALE)
-    flags = {"depth_pairs": depth_pairs, "depth_failed": depth_failed}
+    flags = {"depth_pairs": depth_pairs, "depth_failed": depth_failed, "dark": dark}
     return MultimodalDataset({"rgb": rgb, "depth": depth}, target, flags=flags, meta=meta)
+
+
+def _darken(scene: _Scene, rng: np.random.Generator, opts: RGBDSynthOptions) -> bool:
+    """Dim a `dark_room_fraction` share of the scenes (drawn from their own stream `rng`, so that the fraction
+    changes no room); returns whether this one is dark."""
+    if rng.random() >= opts.dark_room_fraction:
+        return False
+    scene.lighting[4:7] *= rng.uniform(*DARK_GAIN)
+    return True
 
 
 def _failed_depth(depth: Tensor, generator: torch.Generator) -> Tensor:
@@ -532,7 +559,8 @@ def load_rgbd_synth(seed: int = 0, **options: object) -> dict[str, MultimodalDat
     """Train/valid/test synthetic RGB-D rooms: inputs `rgb` (3, H, W) and `depth` (1, H, W) (normalised as
     RGBDSynthOptions.normalize says; depth holes are 0), target (H, W) int64 in CLASS_NAMES order, IGNORE = 255.
 
-    flags per sample: depth_pairs (the scene holds a depth-only object), depth_failed (its depth sensor failed).
+    flags per sample: depth_pairs (the scene holds a depth-only object), depth_failed (its depth sensor failed),
+    dark (a dim room seen through a noisy camera).
     meta per sample: num_objects,
     edge_pixels, hole_pixels, camera_height_mm, pitch_mrad, room_depth_mm.
     """

@@ -124,6 +124,9 @@ def test_lambda_sweep_trains_the_supernet_once(tmp_path):
     assert stages[0]["supernet"] == stages[1]["supernet"]  # the second point loaded the first one's supernet
     for point in summary["points"]:
         assert point["aux_madds_per_sample"] <= summary["aux_madds_full"]
+        routing = point["routing"]  # the run's own routing histograms and collapse flag, carried per λ
+        assert sum(routing["aux_stages_run"]) == 8 and isinstance(routing["collapsed"], bool)
+        assert routing["collapsed"] == point["test"]["collapsed"] == (routing["top_path_share"] > 0.95)
     from dynmm.methods.fusion_level.report import baseline_points
 
     found = {p["name"]: p["gated"] for p in baseline_points(root / "lambda_0", tmp_path)}

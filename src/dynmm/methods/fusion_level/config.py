@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import Field
 
 from dynmm.config import Section
+from dynmm.errors import ConfigError
 
 
 class FusionLevelConfig(Section):
@@ -28,8 +30,27 @@ class FusionLevelConfig(Section):
     gate_width: int = 32
     static_op: str | None = None
     resource_weight: float = 0.0
+    budget: float | None = None
+    """Target mean normalised cost per scene, in (0, 1]: the resource term becomes λ·|batch-mean cost − budget|
+    instead of λ·cost, so the gate spends the budget on average where it helps most rather than as little as
+    possible on every scene; a budget between two routings' costs can only be met by routing scenes apart."""
+    balance_weight: float = 0.0
+    """Weight of the routing-balance reward: the batch's mutual information between scene and number of depth
+    stages run under the gate's probabilities (entropy of the batch-mean distribution minus the mean per-scene
+    entropy, / log(stages + 1), in [0, 1]), so that different scenes may take different depth paths while each
+    scene's own choice stays decided; 0 (default) leaves one routing for all free to win."""
     supernet_train: dict[str, Any] = Field(default_factory=dict)
     gate_train: dict[str, Any] = Field(default_factory=dict)
     tau_start: float = 1.0
     tau_end: float = 1.0e-4
     supernet_dir: str | None = None
+
+
+def check_gate_objective(config: FusionLevelConfig) -> None:
+    """Refuse stage II loss settings that cannot be met or mean nothing, naming the key."""
+    if not config.resource_weight >= 0 or not math.isfinite(config.resource_weight):
+        raise ConfigError(f"fusion_level.resource_weight (λ) must be finite and >= 0, got {config.resource_weight}")
+    if config.budget is not None and not 0 < config.budget <= 1:
+        raise ConfigError(f"fusion_level.budget must be a mean normalised cost in (0, 1], got {config.budget}")
+    if not config.balance_weight >= 0 or not math.isfinite(config.balance_weight):
+        raise ConfigError(f"fusion_level.balance_weight must be finite and >= 0, got {config.balance_weight}")

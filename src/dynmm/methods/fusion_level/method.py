@@ -51,8 +51,13 @@ class FusionLevel(Method):
 
     def sweep_table(self, summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         columns = ["model", "MAdds/sample", summary["metric"], "skippable-encoder MAdds/sample"]
-        shares = [f"{p['aux_madds_per_sample']:,.0f}" for p in summary["points"]]
-        return columns, sweep_rows(self.label, summary["points"], shares)
+        columns += ["skippable stages run (0..N)", "collapsed"]
+        points = summary["points"]
+        rows = sweep_rows(self.label, points, [f"{p['aux_madds_per_sample']:,.0f}" for p in points])
+        for row, point in zip(rows, points, strict=True):
+            routing = point.get("routing", {})
+            row += [str(routing.get("aux_stages_run", "")), str(routing.get("collapsed", ""))]
+        return columns, rows
 
     def add_commands(self, bench: typer.Typer, search: typer.Typer) -> None:
         from dynmm.methods.fusion_level.cli import add_commands

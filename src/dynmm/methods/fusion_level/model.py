@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from dynmm.cost import count_madds
 from dynmm.errors import ConfigError, InputError
-from dynmm.methods.fusion_level.config import FusionLevelConfig
+from dynmm.methods.fusion_level.config import FusionLevelConfig, check_gate_objective
 from dynmm.modes import eval_mode
 from dynmm.nn.fusion_cells import CELL_OPS, FusionCell
 from dynmm.nn.resnet import LAYOUTS, ResNetEncoder
@@ -75,7 +75,8 @@ class FusionLevelDynMM(nn.Module):
 
     Attributes: mode (dispatch | masked | dense; training is dense unless the routing is fixed), tau (Gumbel
     temperature), static_op (one op index for every cell: a static baseline, no gate), forced_choice ((B, cells)
-    op indices, e.g. stage I random paths), last_choice (the (B, cells) choice of the latest forward), last_weights.
+    op indices, e.g. stage I random paths), last_choice (the (B, cells) choice of the latest forward), last_weights,
+    last_logits (the gate's (B, cells, ops) logits of the latest forward; None when no gate ran).
     """
 
     needs_aux: Tensor  # (cells, ops) bool: does op o of cell k read the auxiliary map (a buffer, follows .to())
@@ -116,6 +117,7 @@ class FusionLevelDynMM(nn.Module):
         self.beta = 0.0
         self.last_choice: Tensor | None = None
         self.last_weights: Tensor | None = None
+        self.last_logits: Tensor | None = None
         self.costs = self._measure_costs(image_size)
 
     @property
@@ -151,6 +153,7 @@ class FusionLevelDynMM(nn.Module):
     def decide(self, main_stem: Tensor, aux_stem: Tensor) -> tuple[Tensor, Tensor]:
         """(choice (B, cells), weights (B, cells, ops)) from the gate: Gumbel (training) or argmax (eval)."""
         logits = self.gate(torch.cat([main_stem, aux_stem], dim=1))
+        self.last_logits = logits
         if self.training:
             return gumbel_softmax(logits, self.tau, hard=True)
         scores = logits - self.beta * self.op_costs() if self.beta else logits
@@ -167,6 +170,15 @@ class FusionLevelDynMM(nn.Module):
         reads = self.needs_aux.gather(1, choice.t()).t()  # (B, cells)
         stage = torch.arange(1, self.num_cells + 1, device=choice.device)
         return (reads * stage).amax(dim=1)
+
+    def aux_stage_distribution(self, probs: Tensor) -> Tensor:
+        """(B, cells + 1) probability that a row runs 0..N auxiliary stages, from independent per-cell op
+        probabilities (B, cells, ops): it runs at most j stages iff no cell after j reads them, so
+        P(≤ j) = Π_{k>j} p_k(no aux) and P(= j) = P(≤ j) − P(≤ j − 1). One-hot probs give aux_stages_needed."""
+        no_aux = (probs * (~self.needs_aux).to(probs.dtype)).sum(dim=2)  # (B, cells)
+        at_most = torch.flip(torch.cumprod(torch.flip(no_aux, [1]), dim=1), [1])  # P(≤ j), j = 0..N-1
+        at_most = torch.cat([at_most, at_most.new_ones(at_most.shape[0], 1)], dim=1)
+        return torch.cat([at_most[:, :1], at_most[:, 1:] - at_most[:, :-1]], dim=1).clamp_min(0)
 
     # ----------------------------------------------------------------- forward
     def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
@@ -190,6 +202,7 @@ class FusionLevelDynMM(nn.Module):
                 )
             fixed = torch.full((batch, self.num_cells), self.op_names.index("identity"), device=main.device)
         aux_x: Tensor | None = None
+        self.last_logits = None
         if fixed is None:  # the gate reads both stems, so every row's auxiliary stem runs
             aux_x = self.aux.stem(aux)
             choice, weights = self.decide(x, aux_x)
@@ -311,8 +324,7 @@ def build_fusion_level(config: FusionLevelConfig, specs: dict[str, ModalitySpec]
     ops = list(config.ops or CELL_OPS)
     if config.static_op is not None and config.static_op not in ops:
         raise ConfigError(f"fusion_level.static_op {config.static_op!r} is not among the cell ops {ops}")
-    if config.resource_weight < 0:
-        raise ConfigError(f"fusion_level.resource_weight (λ) must be >= 0, got {config.resource_weight}")
+    check_gate_objective(config)
     size = (specs["rgb"].shape[1], specs["rgb"].shape[2])
     model = FusionLevelDynMM(
         config.layout, task.num_classes, size, ops, config.decoder_width, config.gate_width, config.primary

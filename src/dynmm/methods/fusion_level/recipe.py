@@ -99,7 +99,16 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
         train = stages_train[stage]
         tau = TemperatureSchedule("exponential", fl.tau_start, fl.tau_end, max(train.max_epochs, 1))
         module = FusionLevelModule(
-            model, info.task, stage, train.lr, train.weight_decay, train.optimizer, fl.resource_weight, tau
+            model,
+            info.task,
+            stage,
+            train.lr,
+            train.weight_decay,
+            train.optimizer,
+            fl.resource_weight,
+            tau,
+            budget=fl.budget,
+            balance_weight=fl.balance_weight,
         )
         # Stage I's random paths and a static op skip ops (and the gate) in training; stage II trains dense.
         summaries[stage] = fit_stage(
