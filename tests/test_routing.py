@@ -91,3 +91,14 @@ def test_bad_routing_inputs_are_named():
         combine(experts, inputs, torch.rand(3, 2))
     with pytest.raises(InputError, match="unknown routing mode"):
         route(experts, inputs, torch.zeros(3, dtype=torch.long), None, "sparse")  # type: ignore[arg-type]
+
+
+def test_batch_of_one_runs_its_branch_without_gather_or_scatter():
+    from dynmm.routing import dispatch
+
+    seen = []
+    branches = [lambda x, i=i: seen.append(i) or x["a"] * (i + 1) for i in range(3)]
+    x = {"a": torch.ones(1, 2)}
+    assert torch.equal(dispatch(branches, x, torch.tensor([2])), torch.full((1, 2), 3.0)) and seen == [2]
+    with pytest.raises(InputError, match=r"routing choice must lie in \[0, 2\], got \[3\]"):
+        dispatch(branches, x, torch.tensor([3]))

@@ -56,3 +56,16 @@ def test_batch_size_mismatch_and_empty_batch():
 def test_not_a_dict():
     with pytest.raises(InputError, match="dict of modality"):
         check_inputs(torch.rand(3, 6), SPECS)  # type: ignore[arg-type]
+
+
+def test_inputs_checked_skips_the_checks_of_a_models_parts():
+    from dynmm.validation import inputs_checked
+
+    specs = {"a": ModalitySpec("a", (3,), "vector")}
+    bad = {"a": torch.zeros(2, 4)}
+    with pytest.raises(InputError, match="expected shape"):
+        check_inputs(bad, specs)
+    with inputs_checked():
+        assert check_inputs(bad, specs) == 2  # the model checked at its door; its parts trust it
+    with pytest.raises(InputError, match="expected shape"):  # and only inside the block
+        check_inputs(bad, specs)

@@ -81,6 +81,34 @@ def evaluate_run(
         )
 
 
+@app.command("export")
+def export_run(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (model.safetensors + model.json)."),
+    format: str = typer.Option("onnx", "--format", help="onnx (run by onnxruntime) or torch-export (.pt2)."),
+    output: Path = typer.Option(None, help="Artifact folder to write [default: RUN/deploy_<format>]."),
+    verify: bool = typer.Option(True, help="Compare with dynmm's dispatch on the whole test split."),
+) -> None:
+    """Export a trained model with its skipping intact: batch 1 runs the gate, then only the chosen branch
+    (torch.cond, an ONNX If); larger batches run a router graph and each branch graph on its own rows."""
+    from dynmm.deploy.artifact import prepare_output
+    from dynmm.methods.registry import method_for_run
+
+    folder = prepare_output(output or run_dir / f"deploy_{format.replace('-', '_')}")
+    manifest = method_for_run(run_dir).deploy(run_dir, format, folder, verify)
+    console.print(f"artifact written to [bold]{folder}[/bold] ({manifest['format']}, skips: {manifest['skips']})")
+    if not manifest["skips"]:
+        console.print("[yellow]a soft gate mixes every branch: this artifact skips nothing[/yellow]")
+    check = manifest.get("verification")
+    if check:
+        state = "[green]passed[/green]" if check["passed"] else "[red]FAILED[/red]"
+        console.print(
+            f"verification on {check['rows']} test rows: {state} (max abs diff at batch 1 "
+            f"{check['batch_1_max_abs_diff']:.2e}, same routing {check['batch_1_same_routing']:.2%})"
+        )
+        if not check["passed"]:
+            raise typer.Exit(1)
+
+
 @app.command(context_settings=OVERRIDES)
 def sweep(
     ctx: typer.Context,

@@ -45,15 +45,25 @@ def take_rows(inputs: Inputs, rows: Tensor) -> Inputs:
     return {name: x.index_select(0, rows) for name, x in inputs.items()}
 
 
+def branch_inputs(branch: Branch, inputs: Inputs) -> Inputs:
+    """Only what the branch reads (its `modalities`, when it names them), so that dispatch gathers no more."""
+    needed = getattr(branch, "modalities", None)
+    return inputs if needed is None else {m: inputs[m] for m in needed if m in inputs}
+
+
 def dispatch(branches: Sequence[Branch], inputs: Inputs, choice: Tensor) -> Tensor:
     """Run branch i on exactly the rows with choice == i; return all outputs in the original row order."""
     batch = choice.shape[0]
+    if batch == 1:  # one row (batch-1 serving): its branch runs on the batch as it is, no sort, gather or scatter
+        index = int(choice[0])
+        if not 0 <= index < len(branches):
+            raise InputError(f"routing choice must lie in [0, {len(branches) - 1}], got [{index}]")
+        return branches[index](branch_inputs(branches[index], inputs))
     out: Tensor | None = None
     for branch, rows in zip(branches, rows_per_branch(choice, len(branches)), strict=True):
         if rows.numel() == 0:
             continue
-        needed = getattr(branch, "modalities", None)  # gather only what the branch reads (e.g. not the audio)
-        own = inputs if needed is None else {m: inputs[m] for m in needed if m in inputs}
+        own = branch_inputs(branch, inputs)
         if rows.numel() == batch:  # every row chose this branch: no copy in, no copy out
             return branch(own)
         result = branch(take_rows(own, rows))

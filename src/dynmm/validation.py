@@ -8,7 +8,9 @@ same way before the loss (`check_target`): a regression target of shape (batch, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +27,21 @@ _META = (
 )
 
 
+_CHECKED: ContextVar[bool] = ContextVar("dynmm_inputs_checked", default=False)
+"""True inside `inputs_checked()`: the batch was checked at the model's door, so its parts do not check again."""
+
+
+@contextmanager
+def inputs_checked() -> Iterator[None]:
+    """Within this block check_inputs trusts its caller: a routed model checks a batch once (every modality any
+    part reads), then its gate and experts run unchecked. That one check is what batch-1 serving pays."""
+    token = _CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
 def check_inputs(
     inputs: Mapping[str, Tensor],
     specs: Mapping[str, ModalitySpec],
@@ -38,8 +55,10 @@ def check_inputs(
 
     Extra keys are allowed (a model may use a subset of a data set's modalities). `dtype`: the floating-point
     type the model computes in (`parameter_dtype(model)`); a float64 batch into a float32 model would otherwise
-    fail deep inside a layer with a message that names no modality.
+    fail deep inside a layer with a message that names no modality. Inside `inputs_checked()` nothing is checked.
     """
+    if torch.compiler.is_compiling() or _CHECKED.get():  # traced for export (torch.cond branches): no checks
+        return next((x.shape[0] for x in inputs.values()), 0)  # no int(): a traced batch stays symbolic
     if not isinstance(inputs, Mapping):
         raise InputError(f"{where}: inputs must be a dict of modality -> tensor, got {type(inputs).__name__}")
     names = list(required) if required is not None else list(specs)

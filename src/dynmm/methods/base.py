@@ -94,6 +94,10 @@ class Method:
         """`dynmm sweep`'s printed table of a summary: its columns and rows (references, then one per λ)."""
         raise NotImplementedError
 
+    def deploy(self, run_dir: Path, fmt: str, output: Path, verify: bool) -> dict[str, Any]:
+        """`dynmm export`: write the run's model as a deployable artifact in `output`; returns its manifest."""
+        raise ConfigError(f"{run_dir} holds a {self.name} run; `dynmm export` does not export {self.name} models yet")
+
     def add_commands(self, bench: typer.Typer, search: typer.Typer) -> None:
         """Add this method's `dynmm bench ...` and `dynmm search ...` commands."""
 

@@ -25,9 +25,8 @@ from dynmm.methods.modality_level.model import ModalityLevelDynMM
 from dynmm.modes import eval_mode
 from dynmm.nn.gates import Gate, build_gate
 from dynmm.nn.static_model import StaticFusionModel
-from dynmm.routing import Branch, Mode, route
+from dynmm.routing import Branch
 from dynmm.specs import Inputs, ModalitySpec, TaskSpec, example_inputs
-from dynmm.validation import check_inputs, parameter_dtype
 
 GATE_INPUTS = ("confidence", "features", "outputs")
 """What a cascade gate may read (`dynmm.gate.modalities`, default all): the cheap expert's concatenated encoder
@@ -188,20 +187,11 @@ class CascadeDynMM(ModalityLevelDynMM):
             gate = count_madds(lambda: self.gate.logits(gate_inputs)).total
         return [cheap, *(cheap + a for a in added)], gate
 
-    def routing_logits(self, inputs: Inputs) -> Tensor:
-        return self.gate.logits(self.cheap_pass(inputs)[0])
+    def routing_inputs(self, inputs: Inputs) -> tuple[Inputs, Inputs]:
+        return self.cheap_pass(inputs)
 
-    def branch_outputs(self, inputs: Inputs) -> Tensor:
-        _, carried = self.cheap_pass(inputs)
-        return torch.stack([branch(carried) for branch in self.branches])
-
-    def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
-        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
-        inputs = {m: inputs[m] for m in self.specs}
-        gate_inputs, carried = self.cheap_pass(inputs)
-        decision = self.decide(gate_inputs, missing)
-        mode: Mode = "dense" if self.training or self.soft else self.mode
-        return route(self.branches, carried, decision.choice, decision.weights, mode)
+    def routed_branches(self) -> list[Branch]:
+        return self.branches
 
 
 def check_cascade_gate(config: GateConfig) -> None:

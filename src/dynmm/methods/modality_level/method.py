@@ -47,6 +47,12 @@ class ModalityLevel(Method):
 
         return write_run_report(run_dir, sweep, baselines)
 
+    def deploy(self, run_dir: Path, fmt: str, output: Path, verify: bool) -> dict[str, Any]:
+        from dynmm.deploy.graphs import check_format
+        from dynmm.methods.modality_level.deploy_run import export_modality_level
+
+        return export_modality_level(run_dir, check_format(fmt), output, verify)
+
     def sweep_summary(self, sweep: SweepRun) -> dict[str, Any]:
         from dynmm.methods.modality_level.sweep import modality_level_summary
 

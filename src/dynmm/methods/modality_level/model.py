@@ -18,9 +18,9 @@ from dynmm.cost import measure_madds
 from dynmm.errors import ConfigError
 from dynmm.losses import normalised_costs
 from dynmm.nn.gates import Gate, GateOutput, build_gate
-from dynmm.routing import MODES, Mode, route
+from dynmm.routing import MODES, Branch, Mode, route
 from dynmm.specs import Inputs, ModalitySpec, example_inputs
-from dynmm.validation import check_inputs, parameter_dtype
+from dynmm.validation import check_inputs, inputs_checked, parameter_dtype
 
 
 class _GateLogits(nn.Module):
@@ -83,13 +83,23 @@ class ModalityLevelDynMM(nn.Module):
         since the gate reads the raw inputs and every expert encodes its own."""
         return list(self.expert_madds), measure_madds(_GateLogits(self.gate), example_inputs).total
 
+    def routing_inputs(self, inputs: Inputs) -> tuple[Inputs, Inputs]:
+        """(what the gate reads, what the branches are routed): here the gate's modalities and the inputs.
+        A cascade runs its first expert here and routes its results too; the exported graphs split here."""
+        return {m: inputs[m] for m in self.gate.specs}, inputs
+
+    def routed_branches(self) -> list[Branch]:
+        """The branches the routing core runs (the experts here; a cascade's reuse the first one's results)."""
+        return list(self.experts)
+
     def routing_logits(self, inputs: Inputs) -> Tensor:
         """The gate's logits on a batch (what β re-routing subtracts costs from)."""
-        return self.gate.logits({m: inputs[m] for m in self.gate.specs})
+        return self.gate.logits(self.routing_inputs(inputs)[0])
 
     def branch_outputs(self, inputs: Inputs) -> Tensor:
         """Every branch's output on every row, (branches, rows, ...): what offline re-routing chooses from."""
-        return torch.stack([expert(inputs) for expert in self.experts])
+        carried = self.routing_inputs(inputs)[1]
+        return torch.stack([branch(carried) for branch in self.routed_branches()])
 
     @property
     def soft(self) -> bool:
@@ -115,9 +125,11 @@ class ModalityLevelDynMM(nn.Module):
         """Route each row to its expert. `missing` names modalities absent at test time (zero-filled in `inputs`)."""
         check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
         inputs = {m: inputs[m] for m in self.specs}  # extra keys are ignored: they never reach gate or experts
-        decision = self.decide(inputs, missing)
-        mode: Mode = "dense" if self.training or self.soft else self.mode
-        return route(list(self.experts), inputs, decision.choice, decision.weights, mode)
+        with inputs_checked():  # every modality a part reads was checked just now: its parts do not check again
+            gate_inputs, carried = self.routing_inputs(inputs)
+            decision = self.decide(gate_inputs, missing)
+            mode: Mode = "dense" if self.training or self.soft else self.mode
+            return route(self.routed_branches(), carried, decision.choice, decision.weights, mode)
 
     def decide(self, gate_inputs: Inputs, missing: Collection[str] = ()) -> GateOutput:
         """Run the gate (always paid) and keep its decision, unless `forced_choice` fixes the routing in advance

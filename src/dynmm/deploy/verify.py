@@ -1,0 +1,79 @@
+"""Check an ONNX artifact the way a user runs it: its own runner, in a Python where dynmm and torch cannot be
+imported (only onnxruntime and numpy), on the whole test split, against dynmm's dispatch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynmm.deploy.artifact import MADDS_TOLERANCE, MANIFEST, RUNNER
+from dynmm.errors import DataError
+from dynmm.io import read_json
+
+OUTPUT_TOLERANCE = 1e-4
+"""Largest absolute difference between the artifact's predictions and dynmm's that verification accepts."""
+
+_ISOLATED = (
+    "import runpy, sys; sys.modules['dynmm'] = None; sys.modules['torch'] = None; "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+"""Runs the artifact's runner with dynmm and torch made unimportable (an import of either raises ImportError)."""
+
+
+def run_isolated(folder: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The runner's outputs on `inputs`: one row at a time and as one batch (see runner.py)."""
+    with tempfile.TemporaryDirectory(prefix="dynmm_verify_") as tmp:
+        source, target = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
+        np.savez(source, allow_pickle=False, **inputs)
+        command = [sys.executable, "-c", _ISOLATED, str(folder / RUNNER), str(folder), str(source), str(target)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise DataError(f"{folder}: the artifact's runner failed outside dynmm:\n{done.stderr[-2000:]}")
+        with np.load(target) as result:
+            return {name: result[name] for name in result.files}
+
+
+def madds_agreement(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per exported graph (router, branches): FlopCounterMode's MAdds of its module against the ONNX graph's."""
+    parts = [("router", manifest["router"])] if manifest.get("router") else []
+    parts += [(f"branch {b['index']}", b) for b in manifest.get("branches", [])]
+    rows = []
+    for name, part in parts:
+        measured, graph = float(part["madds"]), float(part["graph_madds"])
+        relative = abs(graph - measured) / measured if measured else float(graph != 0)
+        rows.append({"graph": name, "madds": measured, "graph_madds": graph, "relative_difference": relative})
+    return rows
+
+
+def verify_artifact(
+    folder: Path, inputs: dict[str, np.ndarray], outputs: np.ndarray, choice: np.ndarray
+) -> dict[str, Any]:
+    """Run the artifact on `inputs` and compare with dynmm's `outputs` and `choice` (-1 where nothing is
+    skipped); returns the verification record (also written to FOLDER/verification.json)."""
+    manifest = read_json(folder / MANIFEST, "an artifact manifest")
+    result = run_isolated(folder, inputs)
+    one, batched = result["outputs"], result["batched_outputs"]
+    costs = madds_agreement(manifest)
+    record: dict[str, Any] = {
+        "rows": int(choice.shape[0]),
+        "batch_1_max_abs_diff": float(np.abs(one - outputs).max()),
+        "batched_max_abs_diff": float(np.abs(batched - outputs).max()),
+        "batch_1_same_routing": float((result["choice"] == choice).mean()),
+        "batched_same_routing": float((result["batched_choice"] == choice).mean()),
+        "madds": costs,
+        "tolerance": {"max_abs_diff": OUTPUT_TOLERANCE, "madds_relative": MADDS_TOLERANCE},
+        "runtime": "onnxruntime + numpy, dynmm and torch not importable",
+    }
+    record["passed"] = bool(
+        record["batch_1_max_abs_diff"] <= OUTPUT_TOLERANCE
+        and record["batched_max_abs_diff"] <= OUTPUT_TOLERANCE
+        and record["batch_1_same_routing"] == 1.0
+        and record["batched_same_routing"] == 1.0
+        and all(c["relative_difference"] <= MADDS_TOLERANCE for c in costs)
+    )
+    return record
