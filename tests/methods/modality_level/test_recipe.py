@@ -208,3 +208,33 @@ def test_dynmm_d_soft_gate_runs_every_expert(tmp_path):
     soft = train_run(small_config(tmp_path, "--dynmm.gate.mode=soft", "--dynmm.gate_train.max_epochs=1"))
     metrics = soft.metrics
     assert metrics["madds_per_sample"] == pytest.approx(metrics["gate_madds"] + sum(metrics["expert_madds"].values()))
+
+
+def test_export_cli_writes_a_verified_artifact_the_runner_runs_alone(finished, tmp_path):
+    """README "Deploy": `dynmm export`, then the artifact's own runner with onnxruntime and numpy only."""
+    pytest.importorskip("onnxscript")
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    result, _ = finished
+    art = tmp_path / "art"
+    out = CliRunner().invoke(app, ["export", str(result.run_dir), "--format", "onnx", "--output", str(art)])
+    assert out.exit_code == 0, out.output
+    assert "verification on 174 test rows: passed" in " ".join(out.output.split())
+    verification = json.loads((art / "verification.json").read_text())
+    assert verification["passed"] and verification["batch_1_same_routing"] == 1.0
+    inputs = {
+        spec["name"]: np.random.default_rng(0).standard_normal((5, *spec["shape"])).astype(np.float32)
+        for spec in json.loads((art / "manifest.json").read_text())["inputs"]
+    }
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    blocked = "import sys; sys.modules['dynmm'] = sys.modules['torch'] = None; import runpy; "
+    code = blocked + f"sys.argv = ['r', '{art}', '{tmp_path / 'inputs.npz'}', '{tmp_path / 'out.npz'}']; "
+    code += f"runpy.run_path('{art / 'dynmm_runner.py'}', run_name='__main__')"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with np.load(tmp_path / "out.npz") as got:
+        assert got["outputs"].shape[0] == 5 and np.allclose(got["outputs"], got["batched_outputs"], atol=1e-5)
+    again = CliRunner().invoke(app, ["export", str(result.run_dir), "--output", str(result.run_dir)])
+    assert again.exit_code != 0 and "is not an artifact folder" in str(again.exception)  # never into the run
