@@ -189,6 +189,42 @@ def data_check(
     console.print(f"[green]ok[/green]: {format} files at {path} can be loaded with data.options.path={path}")
 
 
+@bench_app.command("export")
+def bench_export(
+    run: Path = typer.Argument(..., help="A trained DynMM (hard gate) or AdaMML run."),
+    requests: int = typer.Option(1000, help="Batch-1 requests timed per model and setting (test rows, cycled)."),
+    threads: str = typer.Option("1,0", help="Thread counts to time (0 = all cores)."),
+    output: Path = typer.Option(Path("benchmarks/results/deploy_latency.json"), help="JSON file to write."),
+) -> None:
+    """Batch-1 latency p50/p95/p99 of the exported dynamic model against the exported static late fusion
+    (onnxruntime), and of the eager model: realized vs MAdds-predicted speedups."""
+    from dynmm.console import print_rows
+    from dynmm.errors import ConfigError
+    from dynmm.io import atomic_write_json
+    from dynmm.methods.registry import method_for_run
+
+    counts = parse_numbers(threads, "--threads", int)
+    if requests < 1 or any(t < 0 for t in counts):
+        raise ConfigError("--requests must be >= 1 and --threads >= 0")
+    results = method_for_run(run).bench_deploy(run, requests, counts)
+    atomic_write_json(output, results)
+    rows = []
+    for s in results["settings"]:
+        row = {
+            "runtime": s["runtime"],
+            "threads": str(s["threads"]),
+            "late fusion p50 ms": f"{s['late_fusion']['p50_ms']:.3f}",
+            "dynamic p50 / p99 ms": f"{s['dynamic']['p50_ms']:.3f} / {s['dynamic']['p99_ms']:.3f}",
+        }
+        for name, speed in s["speedups"].items():
+            row[f"{name}: realized / predicted"] = (
+                f"{speed['realized_speedup']:.2f}× / {speed['predicted_speedup']:.2f}×"
+            )
+        rows.append(row)
+    print_rows(f"batch-1 latency over {requests} requests", rows)
+    console.print(f"results written to [bold]{output}[/bold]")
+
+
 @bench_app.command("arrays")
 def bench_arrays(
     folder: Path = typer.Option(Path("/tmp/dynmm_arrays_bench"), help="Where the generated .npy folder is written."),

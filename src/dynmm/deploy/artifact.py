@@ -24,10 +24,11 @@ MADDS_TOLERANCE = 0.02
 
 
 def _one_row(graph: dict[str, Any]) -> list[torch.Tensor]:
-    return [a[:1] for a in graph["args"]]
+    dims = graph.get("batch_dims") or [0] * len(graph["args"])
+    return [a.narrow(dim, 0, 1) for a, dim in zip(graph["args"], dims, strict=True)]
 
 
-def _write(graph: dict[str, Any], folder: Path, stem: str, fmt: Format) -> dict[str, Any]:
+def write_graph(graph: dict[str, Any], folder: Path, stem: str, fmt: Format) -> dict[str, Any]:
     """Save one graph; returns its manifest entry (file, names, both MAdds counts per row)."""
     path = save_graph(
         graph["module"],
@@ -37,6 +38,7 @@ def _write(graph: dict[str, Any], folder: Path, stem: str, fmt: Format) -> dict[
         folder / (stem + SUFFIX[fmt]),
         fmt,
         dynamic_batch=graph["dynamic"],
+        batch_dims=graph.get("batch_dims"),
     )
     with torch.no_grad(), inputs_checked():
         measured = count_madds(lambda: graph["module"](*_one_row(graph))).total
@@ -75,20 +77,31 @@ def write_artifact(
     )
     manifest: dict[str, Any] = {
         "format": fmt,
+        "layout": "routed",
         **about,
         "skips": graphs["skips"],
-        "inputs": [{"name": m, "shape": list(specs[m].shape), "dtype": "float32"} for m in specs],
+        "inputs": input_entries(specs),
         "model": "model" + SUFFIX[fmt],
         "router": None,
         "branches": [],
         "runner": RUNNER if fmt == "onnx" else None,
     }
     if graphs["router"] is not None:
-        manifest["router"] = _write(graphs["router"], folder, "router", fmt)
+        manifest["router"] = write_graph(graphs["router"], folder, "router", fmt)
         manifest["branches"] = [
-            {"index": b["index"], **_write(b, folder, f"branch_{b['index']}", fmt)} for b in graphs["branches"]
+            {"index": b["index"], **write_graph(b, folder, f"branch_{b['index']}", fmt)} for b in graphs["branches"]
         ]
-    if fmt == "onnx":
+    return finish_artifact(folder, manifest)
+
+
+def finish_artifact(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Copy the runner beside ONNX graphs and write the manifest (last, so a folder with one is complete)."""
+    if manifest["format"] == "onnx":
         shutil.copyfile(Path(__file__).with_name("runner.py"), folder / RUNNER)
     atomic_write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+def input_entries(specs: dict[str, ModalitySpec]) -> list[dict[str, Any]]:
+    """The manifest's inputs: name, per-row shape, dtype."""
+    return [{"name": m, "shape": list(specs[m].shape), "dtype": "float32"} for m in specs]

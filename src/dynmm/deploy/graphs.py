@@ -28,12 +28,16 @@ def check_format(name: str) -> Format:
     return name  # type: ignore[return-value]
 
 
-def _dynamic_shapes(args: Sequence[Tensor], dynamic_batch: bool) -> tuple[tuple[dict[int, object], ...]] | None:
-    """Dimension 0 of every arg is the batch; the graphs' forward takes `*tensors`, one parameter."""
+def _dynamic_shapes(
+    args: Sequence[Tensor], dynamic_batch: bool, batch_dims: Sequence[int] | None
+) -> tuple[tuple[dict[int, object], ...]] | None:
+    """The batch dimension of each arg (0 unless `batch_dims` says, e.g. 1 for an LSTM state); the graphs'
+    forward takes `*tensors`, one parameter."""
     if not dynamic_batch:
         return None
     batch = torch.export.Dim("batch", min=1)
-    return (tuple({0: batch} for _ in args),)
+    dims = list(batch_dims) if batch_dims is not None else [0] * len(args)
+    return (tuple({dim: batch} for dim in dims),)
 
 
 def save_graph(
@@ -44,11 +48,12 @@ def save_graph(
     path: Path,
     fmt: Format,
     dynamic_batch: bool = False,
+    batch_dims: Sequence[int] | None = None,
 ) -> Path:
     """Export `module(*args)` to `path` (its suffix is the format's); a dynamic batch needs args with ≥ 2 rows,
     or the exporter fixes the batch at 1."""
     module = module.eval()
-    shapes = _dynamic_shapes(args, dynamic_batch)
+    shapes = _dynamic_shapes(args, dynamic_batch, batch_dims)
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporters' progress lines and deprecation notes are not the user's
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)

@@ -42,6 +42,7 @@ def madds_agreement(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Per exported graph (router, branches): FlopCounterMode's MAdds of its module against the ONNX graph's."""
     parts = [("router", manifest["router"])] if manifest.get("router") else []
     parts += [(f"branch {b['index']}", b) for b in manifest.get("branches", [])]
+    parts += list(manifest.get("graphs", {}).items())
     rows = []
     for name, part in parts:
         measured, graph = float(part["madds"]), float(part["graph_madds"])
@@ -53,8 +54,9 @@ def madds_agreement(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 def verify_artifact(
     folder: Path, inputs: dict[str, np.ndarray], outputs: np.ndarray, choice: np.ndarray
 ) -> dict[str, Any]:
-    """Run the artifact on `inputs` and compare with dynmm's `outputs` and `choice` (-1 where nothing is
-    skipped); returns the verification record (also written to FOLDER/verification.json)."""
+    """Run the artifact on `inputs` and compare with dynmm's `outputs` and `choice`: the branch per row (-1 where
+    nothing is skipped) or, for AdaMML, the 0/1 keep decisions per clip, segment and modality. Returns the
+    verification record (the caller writes it to FOLDER/verification.json)."""
     manifest = read_json(folder / MANIFEST, "an artifact manifest")
     result = run_isolated(folder, inputs)
     one, batched = result["outputs"], result["batched_outputs"]

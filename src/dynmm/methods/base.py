@@ -98,6 +98,10 @@ class Method:
         """`dynmm export`: write the run's model as a deployable artifact in `output`; returns its manifest."""
         raise ConfigError(f"{run_dir} holds a {self.name} run; `dynmm export` does not export {self.name} models yet")
 
+    def bench_deploy(self, run_dir: Path, requests: int, threads: list[int]) -> dict[str, Any]:
+        """`dynmm bench export`: batch-1 latency of the exported and eager model against late fusion."""
+        raise ConfigError(f"{run_dir} holds a {self.name} run; `dynmm bench export` does not time {self.name} models")
+
     def add_commands(self, bench: typer.Typer, search: typer.Typer) -> None:
         """Add this method's `dynmm bench ...` and `dynmm search ...` commands."""
 

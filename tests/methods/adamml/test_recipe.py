@@ -225,3 +225,26 @@ def test_lambda_sweep_shares_warmup_and_baselines(tmp_path):
         assert not (root / point / "warmup").exists() and not (root / point / "baselines").exists()
     assert {"late_fusion", "audio_alone", "image_alone", "final_all"} == set(summary["baselines"])
     assert all(0.0 <= p["madds_fraction"] for p in summary["points"])
+
+
+def test_export_runs_segment_by_segment_outside_dynmm(adamml, tmp_path):
+    """`dynmm export` of an AdaMML run: the policy step and each net as ONNX graphs; the runner, without dynmm
+    or torch, gives dynmm's clip logits and every keep decision on the whole test split."""
+    pytest.importorskip("onnxscript")
+    import json
+
+    from typer.testing import CliRunner
+
+    from dynmm.cli import app
+
+    _, result = adamml
+    art = tmp_path / "art"
+    out = CliRunner().invoke(app, ["export", str(result.run_dir), "--output", str(art)])
+    assert out.exit_code == 0, out.output
+    verification = json.loads((art / "verification.json").read_text())
+    assert verification["passed"] and verification["batch_1_same_routing"] == 1.0
+    assert verification["batch_1_max_abs_diff"] <= 1e-4 and verification["batched_max_abs_diff"] <= 1e-4
+    names = {row["graph"] for row in verification["madds"]}
+    assert names == {"policy", "policy_step", "net_audio", "net_image"}  # ONNX counts match FlopCounterMode
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["layout"] == "segments" and manifest["fallback"] in manifest["modalities"]

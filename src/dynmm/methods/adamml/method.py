@@ -42,9 +42,20 @@ class AdaMMLMethod(Method):
             raise ConfigError("--baselines is not supported for AdaMML runs (their report has its own baselines)")
         return rebuild_adamml_report(run_dir, sweep)
 
+    def deploy(self, run_dir: Path, fmt: str, output: Path, verify: bool) -> dict[str, Any]:
+        from dynmm.deploy.graphs import check_format
+        from dynmm.methods.adamml.deploy_run import export_adamml
+
+        return export_adamml(run_dir, check_format(fmt), output, verify)
+
     def check_sweep(self, config: RunConfig) -> None:
         if section_of(config, "adamml", AdaMMLConfig).lambdas is not None:
             raise ConfigError("dynmm sweep scales λ through adamml.resource_weight; remove adamml.lambdas")
+
+    def bench_deploy(self, run_dir: Path, requests: int, threads: list[int]) -> dict[str, Any]:
+        from dynmm.methods.adamml.deploy_bench import bench_adamml_export
+
+        return bench_adamml_export(run_dir, requests, threads)
 
     def sweep_summary(self, sweep: SweepRun) -> dict[str, Any]:
         from dynmm.methods.adamml.sweep import adamml_summary

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dynmm.console import console, parse_numbers, print_rows
+from dynmm.console import console, print_rows
 
 
 def add_commands(group: typer.Typer) -> None:
@@ -61,40 +61,4 @@ def add_commands(group: typer.Typer) -> None:
         for label, entry in results["models"].items():
             for what, rows in (("time", time_table(entry, mode_list)), ("peak memory", memory_table(entry, mode_list))):
                 print_rows(f"{label} · {what} · {entry['source']} · {device}, median of {repeats} calls", rows)
-        console.print(f"results written to [bold]{output}[/bold]")
-
-    @group.command("export")
-    def bench_export_command(
-        run: Path = typer.Argument(..., help="A trained modality-level DynMM run (hard gate)."),
-        requests: int = typer.Option(1000, help="Batch-1 requests timed per model and setting (test rows, cycled)."),
-        threads: str = typer.Option("1,0", help="Thread counts to time (0 = all cores)."),
-        output: Path = typer.Option(Path("benchmarks/results/deploy_latency.json"), help="JSON file to write."),
-    ) -> None:
-        """Batch-1 latency p50/p95/p99: exported dynamic model vs exported late fusion and cheap expert
-        (onnxruntime), and eager dispatch vs eager late fusion; realized vs MAdds-predicted speedups."""
-        from dynmm.errors import ConfigError
-        from dynmm.io import atomic_write_json
-        from dynmm.methods.modality_level.deploy_bench import bench_export
-
-        counts = parse_numbers(threads, "--threads", int)
-        if requests < 1 or any(t < 0 for t in counts):
-            raise ConfigError("--requests must be >= 1 and --threads >= 0")
-        results = bench_export(run, requests, counts)
-        atomic_write_json(output, results)
-        rows = []
-        for s in results["settings"]:
-            cheap, routed = s["routed_cheap_vs_late_fusion"], s["as_routed_vs_late_fusion"]
-            rows.append(
-                {
-                    "runtime": s["runtime"],
-                    "threads": str(s["threads"]),
-                    "late fusion p50 ms": f"{s['late_fusion']['p50_ms']:.3f}",
-                    "dynamic p50 / p99 ms": f"{s['dynamic']['p50_ms']:.3f} / {s['dynamic']['p99_ms']:.3f}",
-                    "routed cheap: realized / predicted": f"{cheap['realized_speedup']:.2f}× / "
-                    f"{cheap['predicted_speedup']:.2f}×",
-                    "as routed: realized / predicted": f"{routed['realized_speedup']:.2f}× / "
-                    f"{routed['predicted_speedup']:.2f}×",
-                }
-            )
-        print_rows(f"batch-1 latency over {requests} requests", rows)
         console.print(f"results written to [bold]{output}[/bold]")

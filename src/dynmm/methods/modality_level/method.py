@@ -53,6 +53,11 @@ class ModalityLevel(Method):
 
         return export_modality_level(run_dir, check_format(fmt), output, verify)
 
+    def bench_deploy(self, run_dir: Path, requests: int, threads: list[int]) -> dict[str, Any]:
+        from dynmm.methods.modality_level.deploy_bench import bench_export
+
+        return bench_export(run_dir, requests, threads)
+
     def sweep_summary(self, sweep: SweepRun) -> dict[str, Any]:
         from dynmm.methods.modality_level.sweep import modality_level_summary
 

@@ -1,0 +1,136 @@
+"""`dynmm bench export RUN` for AdaMML: per-clip batch-1 latency of the exported segment graphs (policy step, then
+only the kept modalities' nets) against exported late fusion over all segments, and the same two eager."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dynmm.data.registry import load_dataset
+from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
+from dynmm.deploy.graphs import save_graph
+from dynmm.deploy.latency import realized, summary, time_requests
+from dynmm.deploy.runner import SegmentArtifact, session
+from dynmm.engine.export import load_export
+from dynmm.engine.timing import environment
+from dynmm.methods.adamml.deploy import STATE, segment_graphs
+from dynmm.methods.adamml.deploy_run import dispatch_reference
+from dynmm.methods.adamml.export import ADAMML_BUILDERS
+from dynmm.methods.adamml.model import AdaMML
+
+
+class LateFusionAll(nn.Module):
+    """Every net on every segment, fused as AdaMML fuses (all kept): the baseline AdaMML is measured against."""
+
+    def __init__(self, model: AdaMML) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        model = self.model
+        routed = {
+            m: model.nets[m](x.flatten(0, 1)).unflatten(0, x.shape[:2])
+            for m, x in zip(model.modalities, tensors, strict=True)
+        }
+        keep = {m: routed[m].new_ones(routed[m].shape[:2]) for m in model.modalities}
+        return model.fuse(routed, keep)
+
+
+def _write_segments(model: AdaMML, inputs: dict[str, Tensor], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    graphs = segment_graphs(model, inputs)
+    entries = {name: write_graph(graph, folder, name, "onnx") for name, graph in graphs.items()}
+    manifest = {
+        "format": "onnx",
+        "layout": "segments",
+        "inputs": input_entries(model.specs),
+        "modalities": model.modalities,
+        "segments": model.segments,
+        "state": {"names": list(STATE), "shape": [1, model.policy.lstm.hidden_size]},
+        "fusion_weights": model.fusion_weights.tolist(),
+        "fallback": model.fallback,
+        "graphs": entries,
+    }
+    finish_artifact(folder, manifest)
+
+
+def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (1, 0)) -> dict[str, Any]:
+    """Latency percentiles per clip, per runtime and thread count (0 = all threads)."""
+    exported = load_export(run_dir, ADAMML_BUILDERS)
+    model = exported.model
+    assert isinstance(model, AdaMML)
+    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
+    inputs = {m: test.inputs[m].contiguous() for m in model.modalities}
+    arrays = {m: x.numpy() for m, x in inputs.items()}
+    clips = next(iter(arrays.values())).shape[0]
+    rows = [i % clips for i in range(requests)]
+    _, keep = dispatch_reference(model, inputs)
+    paid = model.realized_madds({m: torch.from_numpy(keep[..., i]) for i, m in enumerate(model.modalities)}, True)
+    full = model.full_madds()
+    predicted = full / float(paid.numpy()[rows].mean())
+    results: dict[str, Any] = {
+        "run": str(run_dir),
+        "environment": environment(),
+        "requests": requests,
+        "test_clips": clips,
+        "madds": {"late_fusion": full, "dynamic_as_routed": float(paid.numpy()[rows].mean())},
+        "keep_rate": {m: float(keep[rows, :, i].mean()) for i, m in enumerate(model.modalities)},
+        "settings": [],
+    }
+    model.set_mode("dispatch")
+    one = [{m: x[r : r + 1] for m, x in inputs.items()} for r in range(min(clips, requests))]
+    default_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="dynmm_bench_adamml_") as tmp:
+        folder = Path(tmp)
+        _write_segments(model, inputs, folder / "dynamic")
+        late_graph = LateFusionAll(model).eval()
+        two = [inputs[m][:2] for m in model.modalities]
+        save_graph(late_graph, two, model.modalities, ["outputs"], folder / "late_fusion.onnx", "onnx", True)
+        for count in threads:
+            torch.set_num_threads(count or default_threads)
+            timed = {"onnxruntime": _onnx(folder, arrays, rows, count), "eager": _eager(model, one, rows)}
+            for runtime, times in timed.items():
+                base, dynamic = summary(times["late_fusion"]), summary(times["dynamic"])
+                results["settings"].append(
+                    {
+                        "runtime": runtime,
+                        "threads": count or default_threads,
+                        "late_fusion": base,
+                        "dynamic": dynamic,
+                        "speedups": {"dynamic": realized(base, dynamic, predicted)},
+                    }
+                )
+    torch.set_num_threads(default_threads)
+    model.set_policy_mode("learned")
+    return results
+
+
+def _onnx(folder: Path, arrays: dict[str, np.ndarray], rows: Sequence[int], threads: int) -> dict[str, np.ndarray]:
+    """onnxruntime per-clip latency: the segment artifact (through its runner) and late fusion's graph."""
+    artifact = SegmentArtifact(folder / "dynamic", threads or None)
+    late = session(folder / "late_fusion.onnx", threads or None)
+
+    def clip(r: int) -> dict[str, np.ndarray]:
+        return {m: x[r : r + 1] for m, x in arrays.items()}
+
+    return {
+        "dynamic": time_requests(lambda r: artifact.predict(clip(r)), rows),
+        "late_fusion": time_requests(lambda r: late.run(None, clip(r)), rows),
+    }
+
+
+def _eager(model: AdaMML, one: list[dict[str, Tensor]], rows: Sequence[int]) -> dict[str, np.ndarray]:
+    """Eager per-clip latency: the learned policy with dispatch, and late fusion over all segments."""
+    with torch.no_grad():
+        model.set_policy_mode("learned")
+        dynamic = time_requests(lambda r: model(one[r % len(one)]), rows)
+        model.set_policy_mode("all")
+        late = time_requests(lambda r: model(one[r % len(one)]), rows)
+    model.set_policy_mode("learned")
+    return {"dynamic": dynamic, "late_fusion": late}

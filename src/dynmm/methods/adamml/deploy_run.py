@@ -1,0 +1,76 @@
+"""`dynmm export RUN` for an AdaMML run: the segment graphs written as an artifact and verified on the whole test
+split against dynmm's dispatch (predictions and every keep decision)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dynmm.data.registry import load_dataset
+from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
+from dynmm.deploy.graphs import Format
+from dynmm.deploy.verify import verify_artifact
+from dynmm.engine.export import load_export
+from dynmm.errors import ConfigError
+from dynmm.io import atomic_write_json
+from dynmm.methods.adamml.deploy import STATE, segment_graphs
+from dynmm.methods.adamml.export import ADAMML_BUILDERS
+from dynmm.methods.adamml.model import AdaMML
+from dynmm.specs import Inputs
+
+CHUNK = 64
+"""Clips per dispatch call when computing dynmm's reference predictions."""
+
+
+@torch.no_grad()
+def dispatch_reference(model: AdaMML, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """dynmm's clip logits and keep decisions (B, T, modalities) in dispatch mode with the learned policy."""
+    model.eval().set_mode("dispatch")
+    model.set_policy_mode("learned")
+    clips = next(iter(inputs.values())).shape[0]
+    outputs, keeps = [], []
+    for start in range(0, clips, CHUNK):
+        outputs.append(model({m: x[start : start + CHUNK] for m, x in inputs.items()}))
+        assert model.last_keep is not None
+        keeps.append(torch.stack([model.last_keep[m] for m in model.modalities], dim=2).long())
+    return torch.cat(outputs).numpy(), torch.cat(keeps).numpy()
+
+
+def export_adamml(run_dir: Path, fmt: Format, output: Path, verify: bool = True) -> dict[str, Any]:
+    """Write RUN's AdaMML as segment graphs in `output` (ONNX only) and verify them; returns the manifest."""
+    if fmt != "onnx":
+        raise ConfigError("AdaMML exports as ONNX segment graphs (--format onnx); torch-export is for DynMM runs")
+    exported = load_export(run_dir, ADAMML_BUILDERS)
+    model = exported.model
+    assert isinstance(model, AdaMML)
+    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
+    inputs = {m: test.inputs[m] for m in model.modalities}
+    output.mkdir(parents=True, exist_ok=True)
+    graphs = segment_graphs(model, inputs)
+    entries = {name: write_graph(graph, output, name, fmt) for name, graph in graphs.items()}
+    manifest = {
+        "format": fmt,
+        "layout": "segments",
+        "method": "adamml",
+        "model_type": exported.model_type,
+        "skips": True,
+        "source": str(run_dir),
+        "inputs": input_entries(model.specs),
+        "modalities": model.modalities,
+        "segments": model.segments,
+        "state": {"names": list(STATE), "shape": [1, model.policy.lstm.hidden_size]},
+        "fusion_weights": model.fusion_weights.tolist(),
+        "fallback": model.fallback,
+        "graphs": entries,
+        "runner": "dynmm_runner.py",
+    }
+    finish_artifact(output, manifest)
+    if verify:
+        outputs, keep = dispatch_reference(model, inputs)
+        arrays = {m: x.numpy() for m, x in inputs.items()}
+        manifest["verification"] = verify_artifact(output, arrays, outputs, keep)
+        atomic_write_json(output / "verification.json", manifest["verification"])
+    return manifest
