@@ -40,9 +40,11 @@ def write_graph(graph: dict[str, Any], folder: Path, stem: str, fmt: Format) -> 
         dynamic_batch=graph["dynamic"],
         batch_dims=graph.get("batch_dims"),
     )
+    entry: dict[str, Any] = {"graph": path.name, "reads": graph["inputs"], "outputs": graph["outputs"]}
+    if not graph.get("count", True):  # a graph whose If nodes hold every path: its paths' costs are listed apart
+        return entry
     with torch.no_grad(), inputs_checked():
-        measured = count_madds(lambda: graph["module"](*_one_row(graph))).total
-    entry = {"graph": path.name, "reads": graph["inputs"], "outputs": graph["outputs"], "madds": measured}
+        entry["madds"] = count_madds(lambda: graph["module"](*_one_row(graph))).total
     if fmt == "onnx":
         from dynmm.deploy.onnx_madds import onnx_madds
 

@@ -12,6 +12,9 @@ nothing). Batch 1 runs `model.onnx`: the router, then only the chosen branch, in
 larger batch runs `router.onnx` once on every row, then each branch graph on just the rows routed to it (numpy
 gathers the rows and puts the outputs back in order), so a branch nobody chose never runs.
 
+Layout "image" (fusion-level DynMM): one graph takes one image; inside it, ONNX `If` nodes run only the chosen
+op of each cell and stop the depth encoder where the routing no longer reads it. A batch runs image by image.
+
 Layout "segments" (AdaMML): `choice` is the 0/1 keep decision per (clip, segment, modality). `predict` takes
 whole clips: `policy.onnx` decides every segment at once, then each `net_<modality>.onnx` runs once on all the
 (clip, segment) pairs that keep it. `stream` goes segment by segment: `policy_step.onnx` carries the LSTM state
@@ -175,10 +178,33 @@ class _Fusion:
         return self.total / self.weight[:, None]
 
 
-def load_artifact(folder: str | Path, threads: int | None = None) -> Artifact | SegmentArtifact:
+class ImageArtifact:
+    """A fusion-level artifact: one graph that takes one image (its routing inside, ONNX `If`); `predict` runs a
+    batch image by image -> (outputs, choice (B, cells))."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.manifest = json.loads((self.folder / MANIFEST).read_text())
+        self.inputs = {i["name"]: i for i in self.manifest["inputs"]}
+        self.model = session(self.folder / self.manifest["graphs"]["model"]["graph"], threads)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        batch = check_inputs(self.inputs, inputs)
+        results = [self.model.run(None, {m: inputs[m][i : i + 1] for m in self.inputs}) for i in range(batch)]
+        return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+LAYOUTS: dict[str, type[Artifact] | type[SegmentArtifact] | type[ImageArtifact]] = {
+    "routed": Artifact,
+    "segments": SegmentArtifact,
+    "image": ImageArtifact,
+}
+
+
+def load_artifact(folder: str | Path, threads: int | None = None) -> Artifact | SegmentArtifact | ImageArtifact:
     """The artifact in `folder`, by its manifest's layout."""
     layout = json.loads((Path(folder) / MANIFEST).read_text()).get("layout", "routed")
-    return SegmentArtifact(folder, threads) if layout == "segments" else Artifact(folder, threads)
+    return LAYOUTS[layout](folder, threads)
 
 
 def main(argv: list[str]) -> None:

@@ -42,7 +42,7 @@ def madds_agreement(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Per exported graph (router, branches): FlopCounterMode's MAdds of its module against the ONNX graph's."""
     parts = [("router", manifest["router"])] if manifest.get("router") else []
     parts += [(f"branch {b['index']}", b) for b in manifest.get("branches", [])]
-    parts += list(manifest.get("graphs", {}).items())
+    parts += [(name, graph) for name, graph in manifest.get("graphs", {}).items() if "madds" in graph]
     rows = []
     for name, part in parts:
         measured, graph = float(part["madds"]), float(part["graph_madds"])

@@ -59,6 +59,12 @@ class FusionLevel(Method):
             row += [str(routing.get("aux_stages_run", "")), str(routing.get("collapsed", ""))]
         return columns, rows
 
+    def deploy(self, run_dir: Path, fmt: str, output: Path, verify: bool) -> dict[str, Any]:
+        from dynmm.deploy.graphs import check_format
+        from dynmm.methods.fusion_level.deploy_run import export_fusion_level
+
+        return export_fusion_level(run_dir, check_format(fmt), output, verify)
+
     def add_commands(self, bench: typer.Typer, search: typer.Typer) -> None:
         from dynmm.methods.fusion_level.cli import add_commands
 
