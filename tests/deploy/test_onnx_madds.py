@@ -43,3 +43,13 @@ def test_export_never_writes_into_a_folder_that_is_not_an_artifact(tmp_path):
         prepare_output(tmp_path / "results")
     assert (tmp_path / "results" / "metrics.json").read_text() == "{}"
     assert prepare_output(tmp_path / "new").is_dir()
+
+
+def test_execution_providers_come_from_the_environment(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from dynmm.deploy.runner import PROVIDERS_VARIABLE, providers
+
+    monkeypatch.delenv(PROVIDERS_VARIABLE, raising=False)
+    assert providers() == ["CPUExecutionProvider"]
+    monkeypatch.setenv(PROVIDERS_VARIABLE, "CUDAExecutionProvider,CPUExecutionProvider")
+    assert providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -36,3 +36,9 @@ def realized(reference: dict[str, float], candidate: dict[str, float], predicted
     """Speedup of `candidate` over `reference` at the median, against the MAdds-predicted one."""
     speedup = reference["p50_ms"] / candidate["p50_ms"]
     return {"predicted_speedup": predicted, "realized_speedup": speedup, "realized_over_predicted": speedup / predicted}
+
+
+def runtime_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)

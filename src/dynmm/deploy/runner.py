@@ -3,6 +3,9 @@
 
     python dynmm_runner.py ARTIFACT INPUTS.npz OUTPUT.npz [--threads N]
 
+onnxruntime runs it on the CPU unless $DYNMM_ORT_PROVIDERS names other execution providers (e.g.
+DYNMM_ORT_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider with onnxruntime-gpu installed).
+
 INPUTS.npz holds one array per input named in ARTIFACT/manifest.json (float32, batch first); OUTPUT.npz gets
 `outputs` (the predictions) and `choice` (what was run), computed one row at a time, and `batched_outputs` and
 `batched_choice`, computed as one batch.
@@ -26,6 +29,7 @@ kept logits are late-fused with the exported fusion weights. One row at a time u
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,15 +37,23 @@ import numpy as np
 import onnxruntime as ort
 
 MANIFEST = "manifest.json"
+PROVIDERS_VARIABLE = "DYNMM_ORT_PROVIDERS"
+
+
+def providers() -> list[str]:
+    """Execution providers from $DYNMM_ORT_PROVIDERS (comma-separated, e.g. CUDAExecutionProvider,
+    CPUExecutionProvider with onnxruntime-gpu installed); the CPU one by default."""
+    chosen = [p for p in os.environ.get(PROVIDERS_VARIABLE, "").split(",") if p]
+    return chosen or ["CPUExecutionProvider"]
 
 
 def session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session; `threads`: intra-op threads (None: onnxruntime's default, all cores)."""
+    """An onnxruntime session; `threads`: intra-op threads (None: onnxruntime's default, all cores)."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers())
 
 
 def check_inputs(specs: dict[str, dict], inputs: dict[str, np.ndarray]) -> int:

@@ -226,3 +226,15 @@ def test_bench_speed_on_an_exported_run_times_its_gate_and_the_forced_shares(tmp
     assert set(trained["peak_memory_bytes"]) == {"masked", "dispatch"} and set(trained["realized_speedup"]) == {
         "vs_masked"
     }
+
+
+def test_a_device_that_is_not_there_is_named():
+    from dynmm.errors import ConfigError
+    from dynmm.methods.modality_level.speed import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="is not a torch device"):
+        resolve_device("gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+            resolve_device("cuda")

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
 from dynmm.deploy.graphs import save_graph
-from dynmm.deploy.latency import realized, summary, time_requests
-from dynmm.deploy.runner import SegmentArtifact, session
+from dynmm.deploy.latency import realized, runtime_version, summary, time_requests
+from dynmm.deploy.runner import SegmentArtifact, providers, session
 from dynmm.engine.export import load_export
 from dynmm.engine.timing import environment
 from dynmm.methods.adamml.deploy import STATE, segment_graphs
@@ -76,7 +76,7 @@ def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
     predicted = full / float(paid.numpy()[rows].mean())
     results: dict[str, Any] = {
         "run": str(run_dir),
-        "environment": environment(),
+        "environment": {**environment(), "onnxruntime": runtime_version(), "providers": providers()},
         "requests": requests,
         "test_clips": clips,
         "madds": {"late_fusion": full, "dynamic_as_routed": float(paid.numpy()[rows].mean())},

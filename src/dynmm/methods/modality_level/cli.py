@@ -22,6 +22,7 @@ def add_commands(group: typer.Typer) -> None:
             help="A trained DynMM run: time its gate's routing and the forced shares on its test set (not --scales).",
         ),
         repeats: int = typer.Option(20, help="Timed calls per setting (the median is reported)."),
+        device: str = typer.Option("cpu", help="Where to time: cpu, or cuda (cuda:N) when a GPU is there."),
         output: Path | None = typer.Option(
             None, help="JSON file to write [default: benchmarks/results/speed_avdigits.json, or RUN/speed.json]."
         ),
@@ -51,10 +52,10 @@ def add_commands(group: typer.Typer) -> None:
             raise ConfigError("batch sizes must be >= 1 and cheap fractions within [0, 1]")
         mode_list = parse_modes(modes)
         if run is None:
-            results = run_speed_benchmark(chosen, sizes, fractions, repeats, mode_list)
+            results = run_speed_benchmark(chosen, sizes, fractions, repeats, mode_list, device)
             output = output or Path("benchmarks/results/speed_avdigits.json")
         else:
-            results = run_trained_benchmark(run, sizes, fractions, repeats, mode_list)
+            results = run_trained_benchmark(run, sizes, fractions, repeats, mode_list, device)
             output = output or run / "speed.json"
         atomic_write_json(output, results)
         device = results["environment"]["device"]

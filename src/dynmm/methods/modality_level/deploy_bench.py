@@ -15,8 +15,8 @@ import torch
 from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import write_artifact
 from dynmm.deploy.graphs import PositionalInputs, save_graph
-from dynmm.deploy.latency import realized, summary, time_requests
-from dynmm.deploy.runner import Artifact, session
+from dynmm.deploy.latency import realized, runtime_version, summary, time_requests
+from dynmm.deploy.runner import Artifact, providers, session
 from dynmm.engine.timing import environment
 from dynmm.errors import ConfigError
 from dynmm.methods.modality_level.deploy import deploy_graphs
@@ -109,7 +109,7 @@ def bench_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (
     }
     results: dict[str, Any] = {
         "run": str(run_dir),
-        "environment": environment(),
+        "environment": {**environment(), "onnxruntime": runtime_version(), "providers": providers()},
         "requests": requests,
         "test_rows": available,
         "madds": {

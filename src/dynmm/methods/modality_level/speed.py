@@ -205,14 +205,17 @@ def run_speed_benchmark(
     fractions: Sequence[float],
     repeats: int,
     modes: Sequence[Mode] = MODES,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Forced routings on untrained AV digits DynMMs, one model per scale."""
+    """Forced routings on untrained AV digits DynMMs, one model per scale, on `device` (e.g. "cuda")."""
+    target = resolve_device(device)
     models = {}
     for scale in scales:
         model, inputs = avdigits_dynmm(scale, rows=max(batch_sizes))
+        model, inputs = model.to(target), {m: x.to(target) for m, x in inputs.items()}
         rows = speed_rows(model, inputs, batch_sizes, fractions, repeats, modes)
         models[scale] = _model_entry(model, f"untrained AV digits DynMM, scale {scale}", rows)
-    return _results(torch.device("cpu"), repeats, modes, models)
+    return _results(target, repeats, modes, models)
 
 
 def run_trained_benchmark(
@@ -221,12 +224,26 @@ def run_trained_benchmark(
     fractions: Sequence[float],
     repeats: int,
     modes: Sequence[Mode] = MODES,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """A trained run: its gate's own routing on the test inputs, then the forced shares on the same model."""
+    target = resolve_device(device)
     model, inputs = load_run(run_dir)
+    model, inputs = model.to(target), {m: x.to(target) for m, x in inputs.items()}
     rows = trained_rows(model, inputs, batch_sizes, repeats, modes)
     rows += speed_rows(model, inputs, batch_sizes, fractions, repeats, modes)
     return _results(device_of(inputs), repeats, modes, {Path(run_dir).name: _model_entry(model, str(run_dir), rows)})
+
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device the benchmark can use; a clear error where it is not there (e.g. cuda without a GPU)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"--device {name!r} is not a torch device ({err})") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: this torch sees no CUDA GPU (torch {torch.__version__})")
+    return device
 
 
 def parse_modes(text: str) -> list[Mode]:
