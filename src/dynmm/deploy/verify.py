@@ -6,15 +6,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dynmm.deploy.artifact import MADDS_TOLERANCE, MANIFEST, RUNNER
 from dynmm.errors import DataError
-from dynmm.io import read_json
+from dynmm.io import atomic_write_json, read_json
 
+VERIFICATION = "verification.json"
 OUTPUT_TOLERANCE = 1e-4
 """Largest absolute difference between the artifact's predictions and dynmm's that verification accepts."""
 
@@ -36,6 +39,20 @@ def run_isolated(folder: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
             raise DataError(f"{folder}: the artifact's runner failed outside dynmm:\n{done.stderr[-2000:]}")
         with np.load(target) as result:
             return {name: result[name] for name in result.files}
+
+
+@torch.no_grad()
+def chunked_reference(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], chunk: int, decision: Callable[[], torch.Tensor]
+) -> tuple[np.ndarray, np.ndarray]:
+    """dynmm's own outputs on `inputs`, `chunk` rows per call, and after each call `decision()` (what the model
+    chose for those rows: branches, ops or keep masks), both concatenated: what an artifact must reproduce."""
+    rows = next(iter(inputs.values())).shape[0]
+    outputs, decisions = [], []
+    for start in range(0, rows, chunk):
+        outputs.append(model({m: x[start : start + chunk] for m, x in inputs.items()}))
+        decisions.append(decision())
+    return torch.cat(outputs).numpy(), torch.cat(decisions).numpy()
 
 
 def madds_agreement(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,4 +95,13 @@ def verify_artifact(
         and record["batched_same_routing"] == 1.0
         and all(c["relative_difference"] <= MADDS_TOLERANCE for c in costs)
     )
+    return record
+
+
+def verify_and_record(folder: Path, inputs: dict[str, torch.Tensor], reference: tuple[np.ndarray, np.ndarray]) -> dict:
+    """verify_artifact on the torch `inputs` against dynmm's (outputs, decisions); the record is also written to
+    FOLDER/verification.json."""
+    outputs, decisions = reference
+    record = verify_artifact(folder, {m: x.numpy() for m, x in inputs.items()}, outputs, decisions)
+    atomic_write_json(folder / VERIFICATION, record)
     return record

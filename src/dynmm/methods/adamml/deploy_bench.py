@@ -13,14 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from dynmm.data.registry import load_dataset
-from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
 from dynmm.deploy.graphs import save_graph
 from dynmm.deploy.latency import realized, runtime_version, summary, time_requests
 from dynmm.deploy.runner import SegmentArtifact, providers, session
 from dynmm.engine.export import load_export
 from dynmm.engine.timing import environment
-from dynmm.methods.adamml.deploy import STATE, segment_graphs
-from dynmm.methods.adamml.deploy_run import dispatch_reference
+from dynmm.methods.adamml.deploy_run import dispatch_reference, write_segment_artifact
 from dynmm.methods.adamml.export import ADAMML_BUILDERS
 from dynmm.methods.adamml.model import AdaMML
 
@@ -40,24 +38,6 @@ class LateFusionAll(nn.Module):
         }
         keep = {m: routed[m].new_ones(routed[m].shape[:2]) for m in model.modalities}
         return model.fuse(routed, keep)
-
-
-def _write_segments(model: AdaMML, inputs: dict[str, Tensor], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    graphs = segment_graphs(model, inputs)
-    entries = {name: write_graph(graph, folder, name, "onnx") for name, graph in graphs.items()}
-    manifest = {
-        "format": "onnx",
-        "layout": "segments",
-        "inputs": input_entries(model.specs),
-        "modalities": model.modalities,
-        "segments": model.segments,
-        "state": {"names": list(STATE), "shape": [1, model.policy.lstm.hidden_size]},
-        "fusion_weights": model.fusion_weights.tolist(),
-        "fallback": model.fallback,
-        "graphs": entries,
-    }
-    finish_artifact(folder, manifest)
 
 
 def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (1, 0)) -> dict[str, Any]:
@@ -88,7 +68,7 @@ def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
     default_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="dynmm_bench_adamml_") as tmp:
         folder = Path(tmp)
-        _write_segments(model, inputs, folder / "dynamic")
+        write_segment_artifact(model, inputs, folder / "dynamic", {})
         late_graph = LateFusionAll(model).eval()
         two = [inputs[m][:2] for m in model.modalities]
         save_graph(late_graph, two, model.modalities, ["outputs"], folder / "late_fusion.onnx", "onnx", True)

@@ -12,10 +12,9 @@ import torch
 from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
 from dynmm.deploy.graphs import Format
-from dynmm.deploy.verify import verify_artifact
+from dynmm.deploy.verify import chunked_reference, verify_and_record
 from dynmm.engine.export import load_export
 from dynmm.errors import ConfigError
-from dynmm.io import atomic_write_json
 from dynmm.methods.adamml.deploy import STATE, segment_graphs
 from dynmm.methods.adamml.export import ADAMML_BUILDERS
 from dynmm.methods.adamml.model import AdaMML
@@ -25,18 +24,16 @@ CHUNK = 64
 """Clips per dispatch call when computing dynmm's reference predictions."""
 
 
-@torch.no_grad()
 def dispatch_reference(model: AdaMML, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """dynmm's clip logits and keep decisions (B, T, modalities) in dispatch mode with the learned policy."""
     model.eval().set_mode("dispatch")
     model.set_policy_mode("learned")
-    clips = next(iter(inputs.values())).shape[0]
-    outputs, keeps = [], []
-    for start in range(0, clips, CHUNK):
-        outputs.append(model({m: x[start : start + CHUNK] for m, x in inputs.items()}))
+
+    def keep() -> torch.Tensor:
         assert model.last_keep is not None
-        keeps.append(torch.stack([model.last_keep[m] for m in model.modalities], dim=2).long())
-    return torch.cat(outputs).numpy(), torch.cat(keeps).numpy()
+        return torch.stack([model.last_keep[m] for m in model.modalities], dim=2).long()
+
+    return chunked_reference(model, inputs, CHUNK, keep)
 
 
 def export_adamml(run_dir: Path, fmt: Format, output: Path, verify: bool = True) -> dict[str, Any]:
@@ -48,29 +45,29 @@ def export_adamml(run_dir: Path, fmt: Format, output: Path, verify: bool = True)
     assert isinstance(model, AdaMML)
     test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
     inputs = {m: test.inputs[m] for m in model.modalities}
+    about = {"method": "adamml", "model_type": exported.model_type, "source": str(run_dir)}
+    manifest = write_segment_artifact(model, inputs, output, about)
+    if verify:
+        manifest["verification"] = verify_and_record(output, inputs, dispatch_reference(model, inputs))
+    return manifest
+
+
+def write_segment_artifact(model: AdaMML, inputs: Inputs, output: Path, about: dict[str, Any]) -> dict[str, Any]:
+    """The policy, policy-step and net graphs of `model` and their manifest in `output`."""
     output.mkdir(parents=True, exist_ok=True)
     graphs = segment_graphs(model, inputs)
-    entries = {name: write_graph(graph, output, name, fmt) for name, graph in graphs.items()}
     manifest = {
-        "format": fmt,
+        "format": "onnx",
         "layout": "segments",
-        "method": "adamml",
-        "model_type": exported.model_type,
+        **about,
         "skips": True,
-        "source": str(run_dir),
         "inputs": input_entries(model.specs),
         "modalities": model.modalities,
         "segments": model.segments,
         "state": {"names": list(STATE), "shape": [1, model.policy.lstm.hidden_size]},
         "fusion_weights": model.fusion_weights.tolist(),
         "fallback": model.fallback,
-        "graphs": entries,
+        "graphs": {name: write_graph(graph, output, name, "onnx") for name, graph in graphs.items()},
         "runner": "dynmm_runner.py",
     }
-    finish_artifact(output, manifest)
-    if verify:
-        outputs, keep = dispatch_reference(model, inputs)
-        arrays = {m: x.numpy() for m, x in inputs.items()}
-        manifest["verification"] = verify_artifact(output, arrays, outputs, keep)
-        atomic_write_json(output / "verification.json", manifest["verification"])
-    return manifest
+    return finish_artifact(output, manifest)

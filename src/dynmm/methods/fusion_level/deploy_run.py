@@ -12,10 +12,9 @@ import torch
 from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
 from dynmm.deploy.graphs import Format
-from dynmm.deploy.verify import verify_artifact
+from dynmm.deploy.verify import chunked_reference, verify_and_record
 from dynmm.engine.export import load_export
 from dynmm.errors import ConfigError
-from dynmm.io import atomic_write_json
 from dynmm.methods.fusion_level.deploy import fusion_graphs
 from dynmm.methods.fusion_level.export import FUSION_LEVEL_BUILDERS
 from dynmm.methods.fusion_level.model import FusionLevelDynMM
@@ -25,17 +24,15 @@ CHUNK = 16
 """Images per dispatch call when computing dynmm's reference predictions."""
 
 
-@torch.no_grad()
 def dispatch_reference(model: FusionLevelDynMM, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """dynmm's segmentation logits and (B, cells) op choices in dispatch mode."""
     model.eval().set_mode("dispatch")
-    rows = next(iter(inputs.values())).shape[0]
-    outputs, choices = [], []
-    for start in range(0, rows, CHUNK):
-        outputs.append(model({m: x[start : start + CHUNK] for m, x in inputs.items()}))
+
+    def choice() -> torch.Tensor:
         assert model.last_choice is not None
-        choices.append(model.last_choice)
-    return torch.cat(outputs).numpy(), torch.cat(choices).numpy()
+        return model.last_choice
+
+    return chunked_reference(model, inputs, CHUNK, choice)
 
 
 def export_fusion_level(run_dir: Path, fmt: Format, output: Path, verify: bool = True) -> dict[str, Any]:
@@ -72,8 +69,5 @@ def write_fusion_artifact(
     }
     finish_artifact(output, manifest)
     if verify:
-        outputs, choice = dispatch_reference(model, inputs)
-        arrays = {m: x.numpy() for m, x in inputs.items()}
-        manifest["verification"] = verify_artifact(output, arrays, outputs, choice)
-        atomic_write_json(output / "verification.json", manifest["verification"])
+        manifest["verification"] = verify_and_record(output, inputs, dispatch_reference(model, inputs))
     return manifest

@@ -12,7 +12,7 @@ import torch
 from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import MANIFEST, write_artifact
 from dynmm.deploy.graphs import Format
-from dynmm.deploy.verify import OUTPUT_TOLERANCE, verify_artifact
+from dynmm.deploy.verify import OUTPUT_TOLERANCE, VERIFICATION, chunked_reference, verify_and_record
 from dynmm.errors import ConfigError
 from dynmm.io import atomic_write_json, read_json
 from dynmm.methods.modality_level.deploy import deploy_graphs
@@ -24,17 +24,15 @@ CHUNK = 256
 """Rows per dispatch call when computing dynmm's reference predictions."""
 
 
-@torch.no_grad()
 def dispatch_reference(model: ModalityLevelDynMM, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """dynmm's own predictions and routing (dispatch mode; -1 for a soft gate, which routes nothing)."""
     model.eval().set_mode("dispatch")
-    rows = next(iter(inputs.values())).shape[0]
-    outputs, choices = [], []
-    for start in range(0, rows, CHUNK):
-        outputs.append(model({m: x[start : start + CHUNK] for m, x in inputs.items()}))
+
+    def routing() -> torch.Tensor:
         assert model.last_gate is not None
-        choices.append(torch.full_like(model.last_gate.choice, -1) if model.soft else model.last_gate.choice)
-    return torch.cat(outputs).numpy(), torch.cat(choices).numpy()
+        return torch.full_like(model.last_gate.choice, -1) if model.soft else model.last_gate.choice
+
+    return chunked_reference(model, inputs, CHUNK, routing)
 
 
 def verify_torch_export(folder: Path, inputs: Inputs, outputs: np.ndarray, choice: np.ndarray) -> dict[str, Any]:
@@ -70,12 +68,9 @@ def export_modality_level(run_dir: Path, fmt: Format, output: Path, verify: bool
         "source": str(run_dir),
     }
     manifest = write_artifact(deploy_graphs(model, inputs), output, fmt, model.specs, about)
-    if verify:
-        outputs, choice = dispatch_reference(model, inputs)
-        if fmt == "onnx":
-            arrays = {m: x.numpy() for m, x in inputs.items()}
-            manifest["verification"] = verify_artifact(output, arrays, outputs, choice)
-        else:
-            manifest["verification"] = verify_torch_export(output, inputs, outputs, choice)
-        atomic_write_json(output / "verification.json", manifest["verification"])
+    if verify and fmt == "onnx":
+        manifest["verification"] = verify_and_record(output, inputs, dispatch_reference(model, inputs))
+    elif verify:
+        manifest["verification"] = verify_torch_export(output, inputs, *dispatch_reference(model, inputs))
+        atomic_write_json(output / VERIFICATION, manifest["verification"])
     return manifest
