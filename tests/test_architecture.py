@@ -27,6 +27,7 @@ CORES = (
     "dynmm.data",
     "dynmm.engine",
     "dynmm.report",
+    "dynmm.deploy",
 )
 ENTRY_POINTS = ("dynmm.cli", "dynmm.api", "dynmm.demo", "dynmm.tune")
 
