@@ -50,15 +50,20 @@ def check_inputs(
     where: str = "model",
     check_finite: bool = True,
     dtype: torch.dtype | None = None,
+    model: nn.Module | None = None,
 ) -> int:
     """Validate `inputs` against `specs` for the `required` modalities; return the batch size.
 
     Extra keys are allowed (a model may use a subset of a data set's modalities). `dtype`: the floating-point
     type the model computes in (`parameter_dtype(model)`); a float64 batch into a float32 model would otherwise
-    fail deep inside a layer with a message that names no modality. Inside `inputs_checked()` nothing is checked.
+    fail deep inside a layer with a message that names no modality. `model`: take `dtype` from its parameters
+    (only when the check runs: a part of a checked batch pays nothing). Inside `inputs_checked()` nothing is
+    checked.
     """
     if torch.compiler.is_compiling() or _CHECKED.get():  # traced for export (torch.cond branches): no checks
         return next((x.shape[0] for x in inputs.values()), 0)  # no int(): a traced batch stays symbolic
+    if model is not None:
+        dtype = parameter_dtype(model)
     if not isinstance(inputs, Mapping):
         raise InputError(f"{where}: inputs must be a dict of modality -> tensor, got {type(inputs).__name__}")
     names = list(required) if required is not None else list(specs)

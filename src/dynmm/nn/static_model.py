@@ -16,7 +16,7 @@ from dynmm.errors import ConfigError
 from dynmm.nn.encoders import build_encoder
 from dynmm.nn.fusion import build_fusion, fusion_class
 from dynmm.specs import Inputs, ModalitySpec, TaskSpec
-from dynmm.validation import check_inputs, parameter_dtype
+from dynmm.validation import check_inputs
 
 
 class StaticFusionModel(nn.Module):
@@ -51,7 +51,7 @@ class StaticFusionModel(nn.Module):
         return list(self.encoders)
 
     def forward(self, inputs: Inputs) -> Tensor:
-        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
+        check_inputs(inputs, self.specs, where=type(self).__name__, model=self)
         embeddings = {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
         return self.head(self.fusion(embeddings))
 

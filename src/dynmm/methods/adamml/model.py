@@ -47,7 +47,7 @@ from dynmm.modes import eval_mode
 from dynmm.nn.encoders import build_encoder
 from dynmm.routing import MODES, Mode, route
 from dynmm.specs import Inputs, ModalitySpec
-from dynmm.validation import check_inputs, parameter_dtype
+from dynmm.validation import check_inputs
 
 PolicyMode = Literal["learned", "all", "random", "fixed"]
 POLICY_MODES: tuple[PolicyMode, ...] = get_args(PolicyMode)
@@ -207,7 +207,7 @@ class AdaMML(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: Inputs) -> Tensor:
-        check_inputs(inputs, self.specs, self.modalities, where=type(self).__name__, dtype=parameter_dtype(self))
+        check_inputs(inputs, self.specs, self.modalities, where=type(self).__name__, model=self)
         keep = self.apply_fallback(self.keep_masks(inputs))
         self.last_keep = keep
         learning = self.training and self.policy_mode == "learned"

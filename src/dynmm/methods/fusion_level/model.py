@@ -32,7 +32,7 @@ from dynmm.nn.segmentation_decoder import SegmentationDecoder
 from dynmm.relax import gumbel_softmax
 from dynmm.routing import MODES, Mode, route
 from dynmm.specs import Inputs, ModalitySpec, TaskSpec
-from dynmm.validation import check_inputs, parameter_dtype
+from dynmm.validation import check_inputs
 
 
 class GlobalConvGate(nn.Module):
@@ -184,7 +184,7 @@ class FusionLevelDynMM(nn.Module):
     def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
         """Segment a batch. `missing=["depth"]` (depth absent at test time): every cell runs RGB only (with
         `primary="depth"` the roles swap: RGB may be missing, depth may not)."""
-        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
+        check_inputs(inputs, self.specs, where=type(self).__name__, model=self)
         if self.primary in missing:
             raise InputError(
                 f"{type(self).__name__}: the {self.primary} input carries the decoder's features and cannot be "

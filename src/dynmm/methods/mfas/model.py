@@ -24,7 +24,7 @@ from dynmm.methods.mfas.feature_cache import LiveFeatures, Standardizer
 from dynmm.methods.mfas.space import FusionNetwork, SearchSpace, from_json
 from dynmm.nn.static_model import StaticFusionModel
 from dynmm.specs import Inputs
-from dynmm.validation import check_inputs, parameter_dtype
+from dynmm.validation import check_inputs
 
 WEIGHTS, DESCRIPTION = "fusion.safetensors", "architecture.json"
 
@@ -55,7 +55,7 @@ class MFASModel(nn.Module):
         self.specs = {b.modality: b.model.specs[b.modality] for b in backbones if b.modality in fused}
 
     def forward(self, inputs: Inputs) -> Tensor:
-        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
+        check_inputs(inputs, self.specs, where=type(self).__name__, model=self)
         return self.network(self._live.compute(inputs, self.keys))
 
 

@@ -72,17 +72,14 @@ def _entry(
         "late_fusion": late,
         "dynamic": dynamic,
         "dynamic_by_branch": _by_branch(timed["dynamic"], choice, branch_names),
-        "routed_cheap_vs_late_fusion": realized(
-            late, summary(timed["dynamic"][choice == 0]), predicted["dynamic_routed_cheap"]
-        ),
-        "as_routed_vs_late_fusion": realized(late, dynamic, predicted["dynamic_as_routed"]),
+        "speedups": {
+            "routed cheap": realized(late, summary(timed["dynamic"][choice == 0]), predicted["dynamic_routed_cheap"]),
+            "as routed": realized(late, dynamic, predicted["dynamic_as_routed"]),
+        },
     }
     if "cheap_expert" in timed:
-        cheap = summary(timed["cheap_expert"])
-        entry |= {
-            "cheap_expert": cheap,
-            "cheap_expert_vs_late_fusion": realized(late, cheap, predicted["cheap_expert"]),
-        }
+        entry["cheap_expert"] = summary(timed["cheap_expert"])
+        entry["speedups"]["cheap expert"] = realized(late, entry["cheap_expert"], predicted["cheap_expert"])
     return entry
 
 

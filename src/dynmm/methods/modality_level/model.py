@@ -20,7 +20,7 @@ from dynmm.losses import normalised_costs
 from dynmm.nn.gates import Gate, GateOutput, build_gate
 from dynmm.routing import MODES, Branch, Mode, route
 from dynmm.specs import Inputs, ModalitySpec, example_inputs
-from dynmm.validation import check_inputs, inputs_checked, parameter_dtype
+from dynmm.validation import check_inputs, inputs_checked
 
 
 class _GateLogits(nn.Module):
@@ -123,7 +123,7 @@ class ModalityLevelDynMM(nn.Module):
 
     def forward(self, inputs: Inputs, missing: Collection[str] = ()) -> Tensor:
         """Route each row to its expert. `missing` names modalities absent at test time (zero-filled in `inputs`)."""
-        check_inputs(inputs, self.specs, where=type(self).__name__, dtype=parameter_dtype(self))
+        check_inputs(inputs, self.specs, where=type(self).__name__, model=self)
         inputs = {m: inputs[m] for m in self.specs}  # extra keys are ignored: they never reach gate or experts
         with inputs_checked():  # every modality a part reads was checked just now: its parts do not check again
             gate_inputs, carried = self.routing_inputs(inputs)
