@@ -75,7 +75,7 @@ def check_inputs(specs: dict[str, dict], inputs: dict[str, np.ndarray]) -> int:
 
 
 class Artifact:
-    """A dynmm artifact folder: `predict(inputs)` -> (outputs, choice), batch 1 or more."""
+    """A routed (modality-level DynMM) artifact: `predict(inputs)` -> (outputs, choice), batch 1 or more."""
 
     def __init__(self, folder: str | Path, threads: int | None = None) -> None:
         self.folder = Path(folder)

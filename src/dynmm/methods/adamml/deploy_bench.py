@@ -4,7 +4,7 @@ only the kept modalities' nets) against exported late fusion over all segments, 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,11 @@ def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
         "environment": {**environment(), "onnxruntime": runtime_version(), "providers": providers()},
         "requests": requests,
         "test_clips": clips,
-        "madds": {"late_fusion": full, "dynamic_as_routed": float(paid.numpy()[rows].mean())},
+        "madds": {
+            "late_fusion": full,
+            "dynamic_as_routed": float(paid.numpy()[rows].mean()),
+            "policy": model.costs["policy"],
+        },
         "keep_rate": {m: float(keep[rows, :, i].mean()) for i, m in enumerate(model.modalities)},
         "settings": [],
     }
@@ -84,6 +88,7 @@ def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
                         "late_fusion": base,
                         "dynamic": dynamic,
                         "speedups": {"dynamic": realized(base, dynamic, predicted)},
+                        "parts": {k: summary(v) for k, v in times.items() if k not in ("dynamic", "late_fusion")},
                     }
                 )
     torch.set_num_threads(default_threads)
@@ -99,10 +104,21 @@ def _onnx(folder: Path, arrays: dict[str, np.ndarray], rows: Sequence[int], thre
     def clip(r: int) -> dict[str, np.ndarray]:
         return {m: x[r : r + 1] for m, x in arrays.items()}
 
-    return {
+    timed = {
         "dynamic": time_requests(lambda r: artifact.predict(clip(r)), rows),
         "late_fusion": time_requests(lambda r: late.run(None, clip(r)), rows),
+        "policy": time_requests(lambda r: artifact.policy.run(None, clip(r)), rows),
     }
+    steps = artifact.manifest["segments"]
+    for m, net in artifact.nets.items():  # where the time goes: one call on 1 segment and on all of them
+        for n in (1, steps):
+            timed[f"net_{m}_{n}_segments"] = time_requests(_segments(net, m, arrays[m], n), rows)
+    return timed
+
+
+def _segments(net: Any, modality: str, clips: np.ndarray, count: int) -> Callable[[int], Any]:
+    """One call of a modality's net on the first `count` segments of clip r."""
+    return lambda r: net.run(None, {modality: clips[r, :count]})
 
 
 def _eager(model: AdaMML, one: list[dict[str, Tensor]], rows: Sequence[int]) -> dict[str, np.ndarray]:
