@@ -97,6 +97,8 @@ class GateConfig(Section):
     nhead: int = 2
     num_layers: int = 1
     dropout: float = 0.0
+    dim_feedforward: int | None = None
+    """Transformer gate: width of each layer's feed-forward part (default: `hidden`)."""
     mode: str = "hard"
     tau: float = 1.0
 

@@ -189,3 +189,18 @@ def test_temporal_conv_reads_spectrogram_time_axis_and_sequences():
     assert (encoder(shifted) - encoder(x)).abs().mean() < (encoder(scrambled) - encoder(x)).abs().mean()
     seq = build_encoder(ModalitySpec("text", (12, 7), "sequence"), {"kind": "conv1d", "out_dim": 4})
     assert seq(torch.randn(2, 12, 7)).shape == (2, 4)
+
+
+def test_maxout_mlp_is_multibenchs_maxout_stack():
+    from dynmm.cost import count_madds
+    from dynmm.nn.encoders import build_encoder
+    from dynmm.specs import ModalitySpec
+
+    spec = ModalitySpec("image", (4096,), "vector")
+    encoder = build_encoder(spec, {"kind": "maxout_mlp", "hidden": [1024], "out_dim": 512}).eval()
+    x = torch.randn(3, 4096)
+    assert encoder(x).shape == (3, 512) and encoder.out_dim == 512
+    assert count_madds(lambda: encoder(x[:1])).total == 4096 * 1024 * 2 + 1024 * 512 * 2  # two pieces per unit
+    first = encoder.net[1]
+    z = first.linear(encoder.net[0](x)).view(3, 1024, 2)
+    torch.testing.assert_close(first(encoder.net[0](x)), z.amax(dim=2))  # each unit: the max of its pieces

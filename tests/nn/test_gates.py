@@ -69,3 +69,17 @@ def test_gate_errors():
         TransformerGate(2, VEC, ["text", "image"])
     with pytest.raises(InputError, match="missing modality 'image'"):
         MLPGate(2, VEC, ["text", "image"])({"text": torch.randn(2, 6)})
+
+
+def test_transformer_gate_feed_forward_width_is_configurable():
+    from dynmm.config import GateConfig
+    from dynmm.errors import ConfigError
+    from dynmm.nn.gates import build_gate
+    from dynmm.specs import ModalitySpec
+
+    specs = {"a": ModalitySpec("a", (6, 4), "sequence"), "b": ModalitySpec("b", (6, 3), "sequence")}
+    default = build_gate(GateConfig(kind="transformer", hidden=10, nhead=5), 2, specs, ["a", "b"])
+    wide = build_gate(GateConfig(kind="transformer", hidden=10, nhead=5, dim_feedforward=64), 2, specs, ["a", "b"])
+    assert default.encoder.layers[0].linear1.out_features == 10 and wide.encoder.layers[0].linear1.out_features == 64
+    with pytest.raises(ConfigError, match="dim_feedforward must be >= 1"):
+        build_gate(GateConfig(kind="transformer", dim_feedforward=0), 2, specs, ["a", "b"])

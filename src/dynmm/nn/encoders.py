@@ -63,6 +63,48 @@ class MLPEncoder(nn.Module):
         return self.net(x.flatten(1))
 
 
+class MaxoutMLPEncoder(nn.Module):
+    """BatchNorm on the input, then per width a maxout layer (Linear to width × `pieces`, max over the pieces)
+    -> BatchNorm -> Dropout: MultiBench's MaxOut_MLP, the MM-IMDB encoders of DynMM's late fusion.
+
+    Args:
+        in_dim: number of input features (after flattening).
+        hidden: widths of the maxout layers before the last one.
+        out_dim: width of the last maxout layer, the embedding.
+        pieces: linear pieces each maxout unit takes the max of.
+        dropout: dropout after every maxout layer.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int] = (512,), out_dim: int = 512, pieces: int = 2, dropout: float = 0.3
+    ) -> None:
+        super().__init__()
+        if pieces < 1:
+            raise ValueError(f"pieces must be >= 1, got {pieces}")
+        layers: list[nn.Module] = [nn.BatchNorm1d(in_dim, eps=1e-4)]
+        width = in_dim
+        for size in [*hidden, out_dim]:
+            layers += [_Maxout(width, size, pieces), nn.BatchNorm1d(size), nn.Dropout(dropout)]
+            width = size
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+class _Maxout(nn.Module):
+    """Linear to `width` × `pieces` outputs, then the max over each unit's pieces."""
+
+    def __init__(self, in_dim: int, width: int, pieces: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, width * pieces)
+        self.width, self.pieces = width, pieces
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x).view(x.shape[0], self.width, self.pieces).amax(dim=2)
+
+
 class SmallCNNEncoder(nn.Module):
     """Stages of conv3x3 -> BatchNorm -> ReLU -> MaxPool(2), adaptive average pool to `pool_size`², Linear.
 
@@ -223,6 +265,7 @@ class _Kind:
 _KINDS: dict[str, _Kind] = {
     "identity": _Kind(IdentityEncoder, ("vector", "image", "sequence"), lambda s: {"spec": s}),
     "mlp": _Kind(MLPEncoder, ("vector", "image", "sequence"), lambda s: {"in_dim": math.prod(s.shape)}),
+    "maxout_mlp": _Kind(MaxoutMLPEncoder, ("vector",), lambda s: {"in_dim": math.prod(s.shape)}),
     "cnn": _Kind(SmallCNNEncoder, ("image",), lambda s: {"in_channels": s.shape[0]}),
     "conv1d": _Kind(
         TemporalConvEncoder,

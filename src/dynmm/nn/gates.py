@@ -116,6 +116,7 @@ class TransformerGate(Gate):
         nhead: int = 2,
         num_layers: int = 1,
         dropout: float = 0.0,
+        dim_feedforward: int | None = None,
     ) -> None:
         super().__init__(num_branches, specs, modalities)
         lengths = {m: self.specs[m].shape[0] for m in self.modalities if self.specs[m].kind == "sequence"}
@@ -126,7 +127,7 @@ class TransformerGate(Gate):
             )
         in_dim = sum(self.specs[m].shape[-1] for m in self.modalities)
         self.embed = nn.Linear(in_dim, hidden)
-        layer = nn.TransformerEncoderLayer(hidden, nhead, hidden, dropout, batch_first=True)
+        layer = nn.TransformerEncoderLayer(hidden, nhead, dim_feedforward or hidden, dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.head = nn.Linear(hidden, num_branches)
 
@@ -146,6 +147,8 @@ def check_gate_config(config: GateConfig) -> None:
         raise ConfigError(f"dynmm.gate.mode must be 'hard' (DynMM) or 'soft' (DynMM-d), got {config.mode!r}")
     if config.tau <= 0:
         raise ConfigError(f"dynmm.gate.tau must be > 0, got {config.tau}")
+    if config.dim_feedforward is not None and config.dim_feedforward < 1:
+        raise ConfigError(f"dynmm.gate.dim_feedforward must be >= 1, got {config.dim_feedforward}")
 
 
 def build_gate(
@@ -162,7 +165,14 @@ def build_gate(
         gate = MLPGate(num_branches, specs, modalities, hidden=config.hidden, dropout=config.dropout)
     else:
         gate = TransformerGate(
-            num_branches, specs, modalities, config.hidden, config.nhead, config.num_layers, config.dropout
+            num_branches,
+            specs,
+            modalities,
+            config.hidden,
+            config.nhead,
+            config.num_layers,
+            config.dropout,
+            config.dim_feedforward,
         )
     gate.tau = config.tau
     gate.mode = cast(GateMode, config.mode)
