@@ -43,8 +43,8 @@ def _modality_level(config: RunConfig, specs: dict[str, ModalitySpec], task: Tas
 
 
 def _fusion_level(config: RunConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> Parts:
-    """The encoders, the gate and the two extreme paths (RGB only; depth fused in every cell with the costliest
-    op)."""
+    """The encoders, the gate and the two extreme paths: RGB only, and depth fused in every cell (with the
+    costliest op the cells offer)."""
     from dynmm.methods.fusion_level.config import FusionLevelConfig
     from dynmm.methods.fusion_level.model import build_fusion_level
 
@@ -57,7 +57,7 @@ def _fusion_level(config: RunConfig, specs: dict[str, ModalitySpec], task: TaskS
         "rgb encoder + decoder": costs["fixed"],
         "gate": costs["gate"],
         "path: RGB only": costs["fixed"] + costs["gate"] + costs["aux_stem"] + rgb_only,
-        "path: every cell fused (costliest op)": costs["fixed"] + costs["gate"] + depth + fused,
+        "path: depth fused in every cell": costs["fixed"] + costs["gate"] + depth + fused,
     }
 
 
