@@ -154,3 +154,24 @@ def test_rebuilding_a_report_names_what_is_wrong(dynamic, tmp_path):
         load_finished(dynamic.run_dir, ADAMML_BUILDERS, AdaMML, "baselines", "AdaMML")
     with pytest.raises(DataError, match=r"holds a fusion_level model \(AdaMML expected\)"):
         load_finished(dynamic.run_dir, ADAMML_BUILDERS, AdaMML, "beta_curve", "AdaMML")
+
+
+def test_bench_export_times_the_exported_graph_against_a_static_fusion(dynamic, tmp_path):
+    pytest.importorskip("onnxscript")
+    import json
+
+    from typer.testing import CliRunner
+
+    from dynmm.cli import app
+
+    run_dir = dynamic.run_dir
+    out = tmp_path / "latency.json"
+    result = CliRunner().invoke(
+        app, ["bench", "export", str(run_dir), "--requests", "20", "--threads", "1", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    bench = json.loads(out.read_text())
+    assert bench["baseline"].startswith("static fusion") and min(bench["madds"].values()) > 0
+    assert {s["runtime"] for s in bench["settings"]} == {"onnxruntime", "eager"}
+    for setting in bench["settings"]:
+        assert setting["dynamic"]["requests"] == 20 and setting["baseline"]["p50_ms"] > 0

@@ -57,6 +57,7 @@ def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
     results: dict[str, Any] = {
         "run": str(run_dir),
         "environment": {**environment(), "onnxruntime": runtime_version(), "providers": providers()},
+        "baseline": "late fusion over all segments (every net on every segment)",
         "requests": requests,
         "test_clips": clips,
         "madds": {
@@ -85,7 +86,7 @@ def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
                     {
                         "runtime": runtime,
                         "threads": count or default_threads,
-                        "late_fusion": base,
+                        "baseline": base,
                         "dynamic": dynamic,
                         "speedups": {"dynamic": realized(base, dynamic, predicted)},
                         "parts": {k: summary(v) for k, v in times.items() if k not in ("dynamic", "late_fusion")},

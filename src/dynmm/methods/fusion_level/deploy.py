@@ -99,3 +99,25 @@ def fusion_graphs(model: FusionLevelDynMM, inputs: dict[str, Tensor]) -> dict[st
         "outputs": ["outputs", "choice"],
         "dynamic": False,
     }
+
+
+class StaticFusionGraph(nn.Module):
+    """The same network with one op in every cell and no gate (the whole depth encoder runs): the static fusion
+    an exported dynamic model is timed against."""
+
+    def __init__(self, model: FusionLevelDynMM, op: str) -> None:
+        super().__init__()
+        if op not in model.op_names:
+            raise ConfigError(f"op {op!r} is not among the cells' ops {model.op_names}")
+        self.model = model
+        self.op = model.op_names.index(op)
+
+    def forward(self, main: Tensor, aux: Tensor) -> Tensor:
+        m = self.model
+        x, d = m.main.stem(main), m.aux.stem(aux)
+        features = []
+        for k, cell in enumerate(m.fusion_cells):
+            x, d = m.main.stages[k](x), m.aux.stages[k](d)
+            x = cell.ops[self.op](x, d if cell.needs_depth[self.op] else None)
+            features.append(x)
+        return m.decoder(features, (main.shape[-2], main.shape[-1]))

@@ -65,6 +65,11 @@ class FusionLevel(Method):
 
         return export_fusion_level(run_dir, check_format(fmt), output, verify)
 
+    def bench_deploy(self, run_dir: Path, requests: int, threads: list[int]) -> dict[str, Any]:
+        from dynmm.methods.fusion_level.deploy_bench import bench_fusion_export
+
+        return bench_fusion_export(run_dir, requests, threads)
+
     def add_commands(self, bench: typer.Typer, search: typer.Typer) -> None:
         from dynmm.methods.fusion_level.cli import add_commands
 
