@@ -4,10 +4,11 @@ percentiles; and how much of the MAdds-predicted speedup the measured latencies 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 PERCENTILES = (50, 95, 99)
 
@@ -38,7 +39,36 @@ def realized(reference: dict[str, float], candidate: dict[str, float], predicted
     return {"predicted_speedup": predicted, "realized_speedup": speedup, "realized_over_predicted": speedup / predicted}
 
 
-def runtime_version() -> str:
+def cycled_rows(available: int, requests: int) -> list[int]:
+    """`requests` row indices over `available` test rows: every row once before any repeats."""
+    return [i % available for i in range(requests)]
+
+
+def onnx_request(
+    run: Any, arrays: Mapping[str, np.ndarray], names: Sequence[str] | None = None
+) -> Callable[[int], Any]:
+    """One batch-1 request of an onnxruntime session: row r of each named input (default: all of `arrays`)."""
+    keys = list(arrays) if names is None else list(names)
+    return lambda r: run.run(None, {m: arrays[m][r : r + 1] for m in keys})
+
+
+def thread_counts(threads: Sequence[int]) -> Iterator[tuple[int | None, int]]:
+    """For each requested count (0 = all cores): (onnxruntime's intra-op threads, None for its default; the
+    count torch is set to, recorded in the results). Torch's own count is restored afterwards, also on error."""
+    default = torch.get_num_threads()
+    try:
+        for count in threads:
+            torch.set_num_threads(count or default)
+            yield count or None, count or default
+    finally:
+        torch.set_num_threads(default)
+
+
+def bench_environment() -> dict[str, Any]:
+    """What batch-1 latencies depend on: torch, the machine, onnxruntime's version and execution providers."""
     import onnxruntime
 
-    return str(onnxruntime.__version__)
+    from dynmm.deploy.runner import providers
+    from dynmm.engine.timing import environment
+
+    return {**environment(), "onnxruntime": str(onnxruntime.__version__), "providers": providers()}

@@ -149,16 +149,17 @@ M = TypeVar("M", bound=torch.nn.Module)
 
 def load_trained(run_dir: str | Path, builders: Mapping[str, Builder], kind: type[M], what: str) -> tuple[M, Inputs]:
     """A run's exported model (rebuilt by a method's own `builders`), which must be a `kind` (`what` names it in
-    the error), in eval mode, and its data set's test inputs (the rows it is meant to route)."""
+    the error), in eval mode, and its data set's test inputs (the rows it is meant to route): what a speed
+    benchmark or an export needs."""
     from dynmm.data.registry import load_dataset
 
     model_type = exported_model_type(run_dir)
     if model_type is not None and model_type not in builders:
-        raise ConfigError(f"{run_dir}: this speed benchmark needs {what} run, but the run exported a {model_type}")
+        raise ConfigError(f"{run_dir}: this needs {what} run, but the run exported a {model_type}")
     exported = load_export(run_dir, builders)
     if not isinstance(exported.model, kind):
         raise ConfigError(
-            f"{run_dir}: this speed benchmark needs {what} run, but the run exported a "
+            f"{run_dir}: this needs {what} run, but the run exported a "
             f"{type(exported.model).__name__} ({exported.model_type})"
         )
     inputs = load_dataset(exported.data_config.name, **exported.data_config.options)["test"].inputs

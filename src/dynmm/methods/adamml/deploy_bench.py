@@ -12,12 +12,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dynmm.data.registry import load_dataset
 from dynmm.deploy.graphs import save_graph
-from dynmm.deploy.latency import realized, runtime_version, summary, time_requests
-from dynmm.deploy.runner import SegmentArtifact, providers, session
-from dynmm.engine.export import load_export
-from dynmm.engine.timing import environment
+from dynmm.deploy.latency import (
+    bench_environment,
+    cycled_rows,
+    onnx_request,
+    realized,
+    summary,
+    thread_counts,
+    time_requests,
+)
+from dynmm.deploy.runner import SegmentArtifact, session
+from dynmm.engine.timing import load_trained
 from dynmm.methods.adamml.deploy_run import dispatch_reference, write_segment_artifact
 from dynmm.methods.adamml.export import ADAMML_BUILDERS
 from dynmm.methods.adamml.model import AdaMML
@@ -42,21 +48,18 @@ class LateFusionAll(nn.Module):
 
 def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (1, 0)) -> dict[str, Any]:
     """Latency percentiles per clip, per runtime and thread count (0 = all threads)."""
-    exported = load_export(run_dir, ADAMML_BUILDERS)
-    model = exported.model
-    assert isinstance(model, AdaMML)
-    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
-    inputs = {m: test.inputs[m].contiguous() for m in model.modalities}
+    model, test_inputs = load_trained(run_dir, ADAMML_BUILDERS, AdaMML, "an AdaMML")
+    inputs = {m: test_inputs[m].contiguous() for m in model.modalities}
     arrays = {m: x.numpy() for m, x in inputs.items()}
     clips = next(iter(arrays.values())).shape[0]
-    rows = [i % clips for i in range(requests)]
+    rows = cycled_rows(clips, requests)
     _, keep = dispatch_reference(model, inputs)
     paid = model.realized_madds({m: torch.from_numpy(keep[..., i]) for i, m in enumerate(model.modalities)}, True)
     full = model.full_madds()
     predicted = full / float(paid.numpy()[rows].mean())
     results: dict[str, Any] = {
         "run": str(run_dir),
-        "environment": {**environment(), "onnxruntime": runtime_version(), "providers": providers()},
+        "environment": bench_environment(),
         "baseline": "late fusion over all segments (every net on every segment)",
         "requests": requests,
         "test_clips": clips,
@@ -70,45 +73,39 @@ def bench_adamml_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
     }
     model.set_mode("dispatch")
     one = [{m: x[r : r + 1] for m, x in inputs.items()} for r in range(min(clips, requests))]
-    default_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="dynmm_bench_adamml_") as tmp:
         folder = Path(tmp)
         write_segment_artifact(model, inputs, folder / "dynamic", {})
         late_graph = LateFusionAll(model).eval()
         two = [inputs[m][:2] for m in model.modalities]
         save_graph(late_graph, two, model.modalities, ["outputs"], folder / "late_fusion.onnx", "onnx", True)
-        for count in threads:
-            torch.set_num_threads(count or default_threads)
-            timed = {"onnxruntime": _onnx(folder, arrays, rows, count), "eager": _eager(model, one, rows)}
+        for onnx_threads, torch_threads in thread_counts(threads):
+            timed = {"onnxruntime": _onnx(folder, arrays, rows, onnx_threads), "eager": _eager(model, one, rows)}
             for runtime, times in timed.items():
                 base, dynamic = summary(times["late_fusion"]), summary(times["dynamic"])
                 results["settings"].append(
                     {
                         "runtime": runtime,
-                        "threads": count or default_threads,
+                        "threads": torch_threads,
                         "baseline": base,
                         "dynamic": dynamic,
                         "speedups": {"dynamic": realized(base, dynamic, predicted)},
                         "parts": {k: summary(v) for k, v in times.items() if k not in ("dynamic", "late_fusion")},
                     }
                 )
-    torch.set_num_threads(default_threads)
     model.set_policy_mode("learned")
     return results
 
 
-def _onnx(folder: Path, arrays: dict[str, np.ndarray], rows: Sequence[int], threads: int) -> dict[str, np.ndarray]:
+def _onnx(
+    folder: Path, arrays: dict[str, np.ndarray], rows: Sequence[int], threads: int | None
+) -> dict[str, np.ndarray]:
     """onnxruntime per-clip latency: the segment artifact (through its runner) and late fusion's graph."""
-    artifact = SegmentArtifact(folder / "dynamic", threads or None)
-    late = session(folder / "late_fusion.onnx", threads or None)
-
-    def clip(r: int) -> dict[str, np.ndarray]:
-        return {m: x[r : r + 1] for m, x in arrays.items()}
-
+    artifact = SegmentArtifact(folder / "dynamic", threads)
     timed = {
-        "dynamic": time_requests(lambda r: artifact.predict(clip(r)), rows),
-        "late_fusion": time_requests(lambda r: late.run(None, clip(r)), rows),
-        "policy": time_requests(lambda r: artifact.policy.run(None, clip(r)), rows),
+        "dynamic": time_requests(lambda r: artifact.predict({m: x[r : r + 1] for m, x in arrays.items()}), rows),
+        "late_fusion": time_requests(onnx_request(session(folder / "late_fusion.onnx", threads), arrays), rows),
+        "policy": time_requests(onnx_request(artifact.policy, arrays), rows),
     }
     steps = artifact.manifest["segments"]
     for m, net in artifact.nets.items():  # where the time goes: one call on 1 segment and on all of them

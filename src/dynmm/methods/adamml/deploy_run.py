@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
 from dynmm.deploy.graphs import Format
 from dynmm.deploy.verify import chunked_reference, verify_and_record
-from dynmm.engine.export import load_export
+from dynmm.engine.export import exported_model_type
+from dynmm.engine.timing import load_trained
 from dynmm.errors import ConfigError
 from dynmm.methods.adamml.deploy import STATE, segment_graphs
 from dynmm.methods.adamml.export import ADAMML_BUILDERS
@@ -40,12 +40,9 @@ def export_adamml(run_dir: Path, fmt: Format, output: Path, verify: bool = True)
     """Write RUN's AdaMML as segment graphs in `output` (ONNX only) and verify them; returns the manifest."""
     if fmt != "onnx":
         raise ConfigError("AdaMML exports as ONNX segment graphs (--format onnx); torch-export is for DynMM runs")
-    exported = load_export(run_dir, ADAMML_BUILDERS)
-    model = exported.model
-    assert isinstance(model, AdaMML)
-    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
-    inputs = {m: test.inputs[m] for m in model.modalities}
-    about = {"method": "adamml", "model_type": exported.model_type, "source": str(run_dir)}
+    model, test_inputs = load_trained(run_dir, ADAMML_BUILDERS, AdaMML, "an AdaMML")
+    inputs = {m: test_inputs[m] for m in model.modalities}
+    about = {"method": "adamml", "model_type": exported_model_type(run_dir), "source": str(run_dir)}
     manifest = write_segment_artifact(model, inputs, output, about)
     if verify:
         manifest["verification"] = verify_and_record(output, inputs, dispatch_reference(model, inputs))

@@ -5,19 +5,25 @@ costliest op in every cell, and the same two eager."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dynmm.data.registry import load_dataset
 from dynmm.deploy.graphs import save_graph
-from dynmm.deploy.latency import realized, runtime_version, summary, time_requests
-from dynmm.deploy.runner import providers, session
-from dynmm.engine.export import load_export
-from dynmm.engine.timing import environment
+from dynmm.deploy.latency import (
+    bench_environment,
+    cycled_rows,
+    onnx_request,
+    realized,
+    summary,
+    thread_counts,
+    time_requests,
+)
+from dynmm.deploy.runner import session
+from dynmm.engine.timing import load_trained
 from dynmm.errors import ConfigError
 from dynmm.methods.fusion_level.deploy import FusionGraph, StaticFusionGraph
 from dynmm.methods.fusion_level.deploy_run import dispatch_reference
@@ -34,16 +40,14 @@ def _static_op(model: FusionLevelDynMM) -> str:
 
 def bench_fusion_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (1, 0)) -> dict[str, Any]:
     """Latency percentiles per image, per runtime and thread count (0 = all threads)."""
-    exported = load_export(run_dir, FUSION_LEVEL_BUILDERS)
-    model = exported.model
-    if not isinstance(model, FusionLevelDynMM) or model.routing_is_fixed:
+    model, test_inputs = load_trained(run_dir, FUSION_LEVEL_BUILDERS, FusionLevelDynMM, "a fusion-level DynMM")
+    if model.routing_is_fixed:
         raise ConfigError(f"{run_dir}: bench export needs a gated fusion-level DynMM run")
-    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
     names = [model.primary, model.secondary]
-    inputs = {m: test.inputs[m].contiguous() for m in names}
+    inputs = {m: test_inputs[m].contiguous() for m in names}
     arrays = {m: x.numpy() for m, x in inputs.items()}
     images = next(iter(arrays.values())).shape[0]
-    rows = [i % images for i in range(requests)]
+    rows = cycled_rows(images, requests)
     _, choice = dispatch_reference(model, inputs)
     paid = model.realized_madds(torch.from_numpy(choice)).numpy()[rows].mean()
     op = _static_op(model)
@@ -51,14 +55,13 @@ def bench_fusion_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
     predicted = float(full[0]) / float(paid)
     results: dict[str, Any] = {
         "run": str(run_dir),
-        "environment": {**environment(), "onnxruntime": runtime_version(), "providers": providers()},
+        "environment": bench_environment(),
         "requests": requests,
         "test_images": images,
         "baseline": f"static fusion: {op} in every cell, the whole depth encoder, no gate",
         "madds": {"static": float(full[0]), "dynamic_as_routed": float(paid)},
         "settings": [],
     }
-    default_threads = torch.get_num_threads()
     one = [{m: x[r : r + 1] for m, x in inputs.items()} for r in range(min(images, requests))]
     with tempfile.TemporaryDirectory(prefix="dynmm_bench_fusion_") as tmp:
         folder = Path(tmp)
@@ -67,34 +70,33 @@ def bench_fusion_export(run_dir: Path, requests: int = 1000, threads: Sequence[i
         save_graph(FusionGraph(model), args, names, ["outputs", "choice"], folder / "dynamic.onnx", "onnx")
         static = StaticFusionGraph(model, op).eval()
         save_graph(static, args, names, ["outputs"], folder / "static.onnx", "onnx")
-        for count in threads:
-            torch.set_num_threads(count or default_threads)
-            timed = {"onnxruntime": _onnx(folder, arrays, rows, count), "eager": _eager(model, static, one, rows)}
+        for onnx_threads, torch_threads in thread_counts(threads):
+            timed = {
+                "onnxruntime": _onnx(folder, arrays, rows, onnx_threads),
+                "eager": _eager(model, static, one, rows),
+            }
             for runtime, times in timed.items():
                 base, dynamic = summary(times["static"]), summary(times["dynamic"])
                 results["settings"].append(
                     {
                         "runtime": runtime,
-                        "threads": count or default_threads,
+                        "threads": torch_threads,
                         "baseline": base,
                         "dynamic": dynamic,
                         "speedups": {"dynamic vs static": realized(base, dynamic, predicted)},
                     }
                 )
-    torch.set_num_threads(default_threads)
     return results
 
 
-def _onnx(folder: Path, arrays: dict[str, np.ndarray], rows: Sequence[int], threads: int) -> dict[str, np.ndarray]:
+def _onnx(
+    folder: Path, arrays: dict[str, np.ndarray], rows: Sequence[int], threads: int | None
+) -> dict[str, np.ndarray]:
     """onnxruntime per-image latency of the dynamic and the static graph."""
+    names = ("dynamic", "static")
     return {
-        name: time_requests(_request(folder / f"{name}.onnx", arrays, threads), rows) for name in ("dynamic", "static")
+        name: time_requests(onnx_request(session(folder / f"{name}.onnx", threads), arrays), rows) for name in names
     }
-
-
-def _request(path: Path, arrays: dict[str, np.ndarray], threads: int) -> Callable[[int], Any]:
-    run = session(path, threads or None)
-    return lambda r: run.run(None, {m: x[r : r + 1] for m, x in arrays.items()})
 
 
 def _eager(

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import finish_artifact, input_entries, write_graph
 from dynmm.deploy.graphs import Format
 from dynmm.deploy.verify import chunked_reference, verify_and_record
-from dynmm.engine.export import load_export
+from dynmm.engine.export import exported_model_type
+from dynmm.engine.timing import load_trained
 from dynmm.errors import ConfigError
 from dynmm.methods.fusion_level.deploy import fusion_graphs
 from dynmm.methods.fusion_level.export import FUSION_LEVEL_BUILDERS
@@ -39,13 +39,9 @@ def export_fusion_level(run_dir: Path, fmt: Format, output: Path, verify: bool =
     """Write RUN's fusion-level DynMM as one per-image graph in `output` (ONNX) and verify it."""
     if fmt != "onnx":
         raise ConfigError("fusion-level DynMM exports as ONNX (--format onnx); torch-export is for DynMM runs")
-    exported = load_export(run_dir, FUSION_LEVEL_BUILDERS)
-    model = exported.model
-    if not isinstance(model, FusionLevelDynMM):
-        raise ConfigError(f"{run_dir} holds a {exported.model_type} model, not a fusion-level DynMM")
-    test = load_dataset(exported.data_config.name, **exported.data_config.options)["test"]
-    inputs = {m: test.inputs[m] for m in (model.primary, model.secondary)}
-    about = {"model_type": exported.model_type, "source": str(run_dir)}
+    model, test_inputs = load_trained(run_dir, FUSION_LEVEL_BUILDERS, FusionLevelDynMM, "a fusion-level DynMM")
+    inputs = {m: test_inputs[m] for m in (model.primary, model.secondary)}
+    about = {"model_type": exported_model_type(run_dir), "source": str(run_dir)}
     return write_fusion_artifact(model, inputs, output, about, verify)
 
 

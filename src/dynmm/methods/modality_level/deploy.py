@@ -80,12 +80,6 @@ class BatchOneGraph(_Graph):
 class RouterGraph(_Graph):
     """inputs -> (choice, what the branches reuse besides the inputs), any batch."""
 
-    def extras(self) -> list[str]:
-        example = {m: torch.zeros(1, *s.shape) for m, s in self.model.specs.items()}
-        with torch.no_grad(), inputs_checked():
-            _, carried = self.model.routing_inputs(example)
-        return sorted(k for k in carried if k not in self.model.specs)
-
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
         with inputs_checked():
             inputs = dict(zip(self.names, tensors, strict=True))
@@ -129,10 +123,10 @@ def deploy_graphs(model: ModalityLevelDynMM, inputs: Inputs) -> dict[str, Any]:
         graph = {"module": SoftGraph(model), "args": [two[m] for m in specs], "inputs": specs, "outputs": ["outputs"]}
         return {"skips": False, "model": {**graph, "dynamic": True}, "router": None, "branches": []}
     router = RouterGraph(model)
-    extras = router.extras()
     with torch.no_grad(), inputs_checked():
         _, carried = model.routing_inputs(two)
     keys = sorted(carried)
+    extras = [k for k in keys if k not in model.specs]  # what the router returns besides the choice
     branches = []
     for index, branch in enumerate(model.routed_branches()):
         reads = branch_reads(branch, keys)

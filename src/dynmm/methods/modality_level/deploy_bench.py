@@ -5,7 +5,7 @@ measured MAdds predict."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,16 @@ import torch
 from dynmm.data.registry import load_dataset
 from dynmm.deploy.artifact import write_artifact
 from dynmm.deploy.graphs import PositionalInputs, save_graph
-from dynmm.deploy.latency import realized, runtime_version, summary, time_requests
-from dynmm.deploy.runner import Artifact, providers, session
-from dynmm.engine.timing import environment
+from dynmm.deploy.latency import (
+    bench_environment,
+    cycled_rows,
+    onnx_request,
+    realized,
+    summary,
+    thread_counts,
+    time_requests,
+)
+from dynmm.deploy.runner import Artifact, session
 from dynmm.errors import ConfigError
 from dynmm.methods.modality_level.deploy import deploy_graphs
 from dynmm.methods.modality_level.deploy_run import dispatch_reference
@@ -48,18 +55,14 @@ def _eager(model: ModalityLevelDynMM, inputs: Inputs, rows: Sequence[int]) -> di
         }
 
 
-def _request(run: Any, reads: list[str], arrays: dict[str, np.ndarray]) -> Callable[[int], Any]:
-    return lambda r: run.run(None, {m: arrays[m][r : r + 1] for m in reads})
-
-
 def _onnx(
-    folder: Path, names: dict[str, list[str]], arrays: dict[str, np.ndarray], rows: Sequence[int], threads: int
+    folder: Path, names: dict[str, list[str]], arrays: dict[str, np.ndarray], rows: Sequence[int], threads: int | None
 ) -> dict[str, np.ndarray]:
     """onnxruntime batch-1 latency: the dynamic artifact (through its runner) and each static graph."""
-    artifact = Artifact(folder / "dynamic", threads or None)
+    artifact = Artifact(folder / "dynamic", threads)
     timed = {"dynamic": time_requests(lambda r: artifact.predict({m: x[r : r + 1] for m, x in arrays.items()}), rows)}
     for name, reads in names.items():
-        timed[name] = time_requests(_request(session(folder / f"{name}.onnx", threads or None), reads, arrays), rows)
+        timed[name] = time_requests(onnx_request(session(folder / f"{name}.onnx", threads), arrays, reads), rows)
     return timed
 
 
@@ -93,7 +96,7 @@ def bench_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (
     inputs = {m: test.inputs[m].contiguous() for m in model.specs}
     arrays = {m: x.numpy() for m, x in inputs.items()}
     available = next(iter(arrays.values())).shape[0]
-    rows = [i % available for i in range(requests)]  # every test row once before any repeats
+    rows = cycled_rows(available, requests)
     _, choice_all = dispatch_reference(model, inputs)
     choice = choice_all[rows]
     branch_names = [name for name, _ in exported_experts(exported)]
@@ -106,7 +109,7 @@ def bench_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (
     }
     results: dict[str, Any] = {
         "run": str(run_dir),
-        "environment": {**environment(), "onnxruntime": runtime_version(), "providers": providers()},
+        "environment": bench_environment(),
         "baseline": "late fusion: the last expert alone, exported static",
         "requests": requests,
         "test_rows": available,
@@ -119,7 +122,6 @@ def bench_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (
         "routing_share": {n: float((choice == i).mean()) for i, n in enumerate(branch_names)},
         "settings": [],
     }
-    default_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="dynmm_bench_export_") as tmp:
         folder = Path(tmp)
         write_artifact(deploy_graphs(model, inputs), folder / "dynamic", "onnx", model.specs, {})
@@ -127,13 +129,11 @@ def bench_export(run_dir: Path, requests: int = 1000, threads: Sequence[int] = (
             "cheap_expert": _expert_graph(model.experts[0], inputs, folder / "cheap_expert.onnx"),
             "late_fusion": _expert_graph(model.experts[-1], inputs, folder / "late_fusion.onnx"),
         }
-        for count in threads:
-            torch.set_num_threads(count or default_threads)
+        for onnx_threads, torch_threads in thread_counts(threads):
             for runtime, timed in (
-                ("onnxruntime", _onnx(folder, names, arrays, rows, count)),
+                ("onnxruntime", _onnx(folder, names, arrays, rows, onnx_threads)),
                 ("eager", _eager(model, inputs, rows)),
             ):
                 entry = _entry(timed, choice, branch_names, predicted)
-                results["settings"].append({"runtime": runtime, "threads": count or default_threads, **entry})
-    torch.set_num_threads(default_threads)
+                results["settings"].append({"runtime": runtime, "threads": torch_threads, **entry})
     return results
