@@ -8,7 +8,7 @@ from dynmm.methods.paper_costs import TOLERANCE, paper_costs
 
 
 def test_every_part_is_measured_and_every_gap_explained():
-    result = paper_costs(["mmimdb", "mosei", "avmnist"])
+    result = paper_costs(["mmimdb", "mosei", "avmnist", "avmnist_mfas", "kinetics_sounds_adamml"])
     for setup in result["setups"]:
         for part in setup["parts"]:
             assert part["measured"] > 0, (setup["setup"], part["part"])

@@ -112,10 +112,10 @@ def test_transformer_max_len_defaults_to_sequence_length_and_rejects_longer_inpu
 
 def test_unknown_kind_names_modality_and_valid_kinds():
     with pytest.raises(ConfigError) as err:
-        build_encoder(VECTOR, {"kind": "resnet"})
+        build_encoder(VECTOR, {"kind": "vgg"})
     msg = str(err.value)
-    assert "'text'" in msg and "'resnet'" in msg
-    for kind in ("identity", "mlp", "cnn", "lstm", "transformer"):
+    assert "'text'" in msg and "'vgg'" in msg
+    for kind in ("identity", "mlp", "cnn", "lenet", "lstm", "mobilenet_v2", "resnet", "transformer"):
         assert kind in msg
 
 

@@ -55,3 +55,20 @@ def test_light_cnn_rejects_bad_sizes(kwargs):
 def test_light_cnn_rejects_wrong_channels():
     with pytest.raises(InputError, match=r"\(batch, 1, H, W\)"):
         LightCNN(1)(torch.randn(2, 3, 28, 28))
+
+
+def test_mobilenet_v2_has_the_papers_blocks_and_cost():
+    """17 inverted residual blocks, 1280 pooled features, and about the MobileNetV2 paper's 300 M MAdds at 224."""
+    from dynmm.cost import measure_madds
+    from dynmm.nn.mobilenet import MobileNetV2
+
+    net = MobileNetV2(3).eval()
+    assert sum(isinstance(m, InvertedResidual) for m in net.modules()) == 17
+    x = torch.randn(1, 3, 224, 224)
+    assert net(x).shape == (1, 1280)
+    assert measure_madds(net, x).total == pytest.approx(300e6, rel=0.01)
+    assert MobileNetV2(1, out_dim=10)(torch.randn(2, 1, 64, 64)).shape == (2, 10)
+    with pytest.raises(InputError, match=r"expects \(batch, 1, H, W\)"):
+        MobileNetV2(1)(torch.randn(2, 3, 64, 64))
+    with pytest.raises(ConfigError):
+        MobileNetV2(3, width_mult=0)

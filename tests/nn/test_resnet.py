@@ -160,3 +160,19 @@ def test_load_torchvision_state_dict_maps_keys_and_adapts_the_stem_to_depth():
 
     with pytest.raises(ConfigError, match="does not fit"):
         ResNetEncoder(3, "resnet18").load_torchvision_state_dict(checkpoint)
+
+
+def test_pooled_resnet_encoder_kind_reads_the_last_stage():
+    from dynmm.nn.encoders import build_encoder
+    from dynmm.nn.resnet import PooledResNet
+    from dynmm.specs import ModalitySpec
+
+    torch.manual_seed(0)
+    encoder = build_encoder(ModalitySpec("rgb", (3, 64, 64), "image"), {"kind": "resnet", "layout": "tiny"}).eval()
+    assert isinstance(encoder, PooledResNet) and encoder.out_dim == 128
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(encoder(x), encoder.resnet(x)[-1].mean(dim=(2, 3)))
+    projected = build_encoder(
+        ModalitySpec("d", (1, 32, 32), "image"), {"kind": "resnet", "layout": "tiny", "out_dim": 7}
+    )
+    assert projected(torch.randn(2, 1, 32, 32)).shape == (2, 7)

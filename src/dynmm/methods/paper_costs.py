@@ -17,6 +17,7 @@ from dynmm.data.mmimdb import TASK as MMIMDB_TASK
 from dynmm.data.nyuv2 import OFFICIAL_SIZE
 from dynmm.data.nyuv2 import TASK as NYUV2_TASK
 from dynmm.errors import ConfigError
+from dynmm.methods.mfas.config import MFASConfig
 from dynmm.methods.paper_reference import NO_EXPERIMENT, NOT_REPORTED, REFERENCES, Reference
 from dynmm.specs import ModalitySpec, TaskSpec
 
@@ -25,6 +26,9 @@ TOLERANCE = 0.05
 AFFECT_STEPS = 50
 AFFECT_WIDTHS = {"text": 300, "audio": 74, "vision": 35}
 """MultiBench's word-aligned affect pickles: 50 steps of GloVe text, COVAREP audio and Facet vision."""
+
+ADAMML_SEGMENTS = 5
+"""Segments per clip in the AdaMML authors' training command (`--num_segments 5`)."""
 
 Parts = dict[str, float]
 
@@ -71,6 +75,36 @@ def _adamml(config: RunConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -
     return {"policy per segment": model.costs["policy"] / model.segments, **nets}
 
 
+def _mfas(config: RunConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> Parts:
+    """Each frozen unimodal backbone, whole (the search reads its blocks; the deepest block read bounds the cost)."""
+    import torch
+
+    from dynmm.config import ModelConfig, deep_merge, from_dict, to_dict
+    from dynmm.cost import measure_madds
+    from dynmm.nn.static_model import build_static_model
+
+    parts = {}
+    for modality in section_of(config, "mfas", MFASConfig).modalities or sorted(specs):
+        raw = deep_merge(to_dict(config.model), {"fusion": "unimodal", "modalities": [modality]})
+        model = build_static_model(from_dict(ModelConfig, raw, "model"), specs, task)
+        one = {modality: torch.zeros(1, *specs[modality].shape)}
+        parts[f"backbone {modality}"] = float(measure_madds(model, one).total)
+    return parts
+
+
+def _avmnist_specs() -> dict[str, ModalitySpec]:
+    return {"image": ModalitySpec("image", IMAGE_SHAPE, "image"), "audio": ModalitySpec("audio", AUDIO_SHAPE, "image")}
+
+
+def _kinetics_sounds() -> tuple[dict[str, ModalitySpec], TaskSpec]:
+    """Kinetics-Sounds clips as the AdaMML authors feed them: T = 5 segments of a 224x224 RGB frame and a
+    256x256 log spectrogram, 31 classes."""
+    return {
+        "rgb": ModalitySpec("rgb", (ADAMML_SEGMENTS, 3, 224, 224), "image"),
+        "audio": ModalitySpec("audio", (ADAMML_SEGMENTS, 1, 256, 256), "image"),
+    }, TaskSpec("classification", 31)
+
+
 def _affect_specs() -> dict[str, ModalitySpec]:
     return {m: ModalitySpec(m, (AFFECT_STEPS, w), "sequence") for m, w in AFFECT_WIDTHS.items()}
 
@@ -96,17 +130,8 @@ SETUPS: dict[str, Setup] = {
         lambda: (_affect_specs(), TaskSpec("regression", 1)),
         _modality_level,
     ),
-    "avmnist": (
-        "configs/avmnist/dynmm.yaml",
-        lambda: (
-            {
-                "image": ModalitySpec("image", IMAGE_SHAPE, "image"),
-                "audio": ModalitySpec("audio", AUDIO_SHAPE, "image"),
-            },
-            AVMNIST_TASK,
-        ),
-        _modality_level,
-    ),
+    "avmnist": ("configs/avmnist/dynmm.yaml", lambda: (_avmnist_specs(), AVMNIST_TASK), _modality_level),
+    "avmnist_mfas": ("configs/avmnist/mfas.yaml", lambda: (_avmnist_specs(), AVMNIST_TASK), _mfas),
     "nyuv2": (
         "configs/nyuv2/dynmm_fusion.yaml",
         lambda: (
@@ -119,6 +144,7 @@ SETUPS: dict[str, Setup] = {
         _fusion_level,
     ),
     "avclips_adamml": ("configs/avclips/adamml.yaml", _avclips, _adamml),
+    "kinetics_sounds_adamml": ("configs/kinetics_sounds/adamml.yaml", _kinetics_sounds, _adamml),
 }
 
 

@@ -19,6 +19,9 @@ from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, InputError
 from dynmm.nn.external_encoders import EXTERNAL_KINDS, build_external_encoder
+from dynmm.nn.lenet import LeNetEncoder
+from dynmm.nn.mobilenet import MobileNetV2
+from dynmm.nn.resnet import PooledResNet
 from dynmm.nn.run_encoder import build_run_encoder
 from dynmm.specs import ModalitySpec
 
@@ -267,6 +270,9 @@ _KINDS: dict[str, _Kind] = {
     "mlp": _Kind(MLPEncoder, ("vector", "image", "sequence"), lambda s: {"in_dim": math.prod(s.shape)}),
     "maxout_mlp": _Kind(MaxoutMLPEncoder, ("vector",), lambda s: {"in_dim": math.prod(s.shape)}),
     "cnn": _Kind(SmallCNNEncoder, ("image",), lambda s: {"in_channels": s.shape[0]}),
+    "lenet": _Kind(LeNetEncoder, ("image",), lambda s: {"in_channels": s.shape[0]}),
+    "mobilenet_v2": _Kind(MobileNetV2, ("image",), lambda s: {"in_channels": s.shape[0]}),
+    "resnet": _Kind(PooledResNet, ("image",), lambda s: {"in_channels": s.shape[0]}),
     "conv1d": _Kind(
         TemporalConvEncoder,
         ("image", "sequence"),
@@ -334,6 +340,13 @@ def _check_fit(where: str, spec: ModalitySpec, name: str, kwargs: Mapping[str, A
         if min(spec.shape[1:]) < 2**stages:
             raise ConfigError(
                 f"{where}: {stages} pooling stages need height and width >= {2**stages}, got shape {tuple(spec.shape)}"
+            )
+    if name == "lenet":
+        blocks = kwargs.get("layers", inspect.signature(LeNetEncoder).parameters["layers"].default)
+        if isinstance(blocks, int) and min(spec.shape[1:]) < 2 ** (blocks - 1):
+            raise ConfigError(
+                f"{where}: {blocks} LeNet blocks need height and width >= {2 ** (blocks - 1)}, "
+                f"got shape {tuple(spec.shape)}"
             )
     if name == "transformer" and kwargs["max_len"] < spec.shape[0]:
         raise ConfigError(f"{where}: max_len {kwargs['max_len']} is shorter than the sequence length {spec.shape[0]}")

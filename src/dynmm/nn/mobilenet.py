@@ -115,3 +115,63 @@ class LightCNN(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(f"LightCNN expects (batch, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
         return self.pool(self.features(x)).flatten(1)
+
+
+MOBILENET_V2_BLOCKS: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+"""MobileNetV2's body (Sandler et al. 2018, Table 2): per group expansion t, channels c, repeats n, stride s."""
+
+
+def _divisible(value: float, divisor: int = 8) -> int:
+    """Channels rounded to a multiple of `divisor`, never more than 10 % below `value` (MobileNetV2's rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class MobileNetV2(nn.Module):
+    """The full MobileNetV2 (AdaMML's policy CNN and audio net): 3x3/2 stem, the 17 inverted residual blocks of
+    `MOBILENET_V2_BLOCKS`, 1x1 conv to 1280 channels, global average pool.
+
+    Args:
+        in_channels: channels of the input image (3 for RGB, 1 for a spectrogram).
+        width_mult: channel multiplier of the stem and blocks (the last conv keeps 1280 unless > 1).
+        out_dim: embedding size; 1280 (the default) returns the pooled features as they are, any other size
+            adds a Linear projection.
+    """
+
+    def __init__(self, in_channels: int = 3, width_mult: float = 1.0, out_dim: int | None = None) -> None:
+        super().__init__()
+        if in_channels < 1 or width_mult <= 0:
+            raise ConfigError(f"MobileNetV2 needs in_channels >= 1 and width_mult > 0, got {in_channels}, {width_mult}")
+        self.in_channels = in_channels
+        channels = _divisible(32 * width_mult)
+        layers: list[nn.Module] = _conv_bn_relu6(in_channels, channels, 3, stride=2)
+        for expand, width, repeats, stride in MOBILENET_V2_BLOCKS:
+            out = _divisible(width * width_mult)
+            for i in range(repeats):
+                layers.append(InvertedResidual(channels, out, stride if i == 0 else 1, expand))
+                channels = out
+        last = _divisible(1280 * width_mult) if width_mult > 1.0 else 1280
+        layers += _conv_bn_relu6(channels, last, 1)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = last if out_dim is None else out_dim
+        self.proj: nn.Module = nn.Identity() if self.out_dim == last else nn.Linear(last, self.out_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise InputError(f"MobileNetV2 expects (batch, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
+        return self.proj(self.pool(self.features(x)).flatten(1))

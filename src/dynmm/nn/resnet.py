@@ -239,3 +239,25 @@ class ResNetEncoder(nn.Module):
             self.load_state_dict(renamed)
         except RuntimeError as err:
             raise ConfigError(f"checkpoint does not fit ResNet layout {self.layout}: {err}") from err
+
+
+class PooledResNet(nn.Module):
+    """A ResNet as a per-modality encoder: the last stage's output, global average pooled (AdaMML's recognition
+    network for RGB frames is ResNet-50 read this way).
+
+    Args:
+        in_channels: channels of the input image.
+        layout: a `ResNetLayout` or preset name (default "resnet50").
+        out_dim: embedding size; the last stage's channels (2048 for ResNet-50) return the pooled features as
+            they are, any other size adds a Linear projection.
+    """
+
+    def __init__(self, in_channels: int, layout: ResNetLayout | str = "resnet50", out_dim: int | None = None) -> None:
+        super().__init__()
+        self.resnet = ResNetEncoder(in_channels, layout)
+        width = self.resnet.stage_channels[-1]
+        self.out_dim = width if out_dim is None else out_dim
+        self.proj: nn.Module = nn.Identity() if self.out_dim == width else nn.Linear(width, self.out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.resnet(x)[-1].mean(dim=(2, 3)))

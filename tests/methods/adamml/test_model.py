@@ -337,3 +337,19 @@ def test_default_nets_are_heavier_than_the_policy_per_segment_on_avclips():
     x = {m: torch.randn(2, *s.shape) for m, s in specs.items()}
     with torch.no_grad():
         assert model.eval()(x).shape == (2, 10)
+
+
+def test_an_encoder_entry_of_another_kind_does_not_inherit_the_defaults_options():
+    """The default recognition encoder is a CNN with `channels`; a modality set to another kind (a ResNet) must
+    not receive them."""
+    from dynmm.methods.adamml.model import AdaMML
+    from dynmm.nn.resnet import PooledResNet
+    from dynmm.specs import ModalitySpec
+
+    specs = {
+        "rgb": ModalitySpec("rgb", (2, 3, 32, 32), "image"),
+        "audio": ModalitySpec("audio", (2, 1, 16, 16), "image"),
+    }
+    model = AdaMML(specs, 3, encoders={"rgb": {"kind": "resnet", "layout": "tiny"}, "audio": {"channels": [4]}})
+    assert isinstance(model.nets["rgb"].encoder, PooledResNet)
+    assert model.nets["audio"].encoder.features[0].out_channels == 4  # same kind: merged key by key

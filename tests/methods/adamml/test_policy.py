@@ -122,3 +122,28 @@ def test_downsampled_policy_is_cheaper_and_reads_a_coarse_view():
         torch.testing.assert_close(got[m], expected[m])
     with pytest.raises(ConfigError, match="downsample must be an integer >= 1"):
         AdaMMLPolicy({"image": 1}, downsample=0)
+
+
+def test_authors_policy_shape_mobilenet_v2_joint_mlp_and_resize():
+    """cnn: mobilenet_v2 gives 1280 features per modality into a `fc_hidden`-wide MLP and an LSTM of `hidden`;
+    `resize` feeds the CNNs a fixed-size view (the authors' 160x160), the same as resizing the clip first."""
+    torch.manual_seed(0)
+    policy = AdaMMLPolicy({"rgb": 3, "audio": 1}, cnn="mobilenet_v2", fc_hidden=48, hidden=16, resize=(64, 64)).eval()
+    assert policy.fc[0].in_features == 2 * 1280 and policy.fc[0].out_features == 48
+    assert policy.lstm.input_size == 48 and policy.lstm.hidden_size == 16
+    x = {"rgb": torch.randn(2, 3, 3, 40, 50), "audio": torch.randn(2, 3, 1, 30, 20)}
+    with torch.no_grad():
+        got = policy(x)
+        resized = {
+            m: torch.nn.functional.interpolate(v.flatten(0, 1), size=(64, 64), mode="bilinear").unflatten(0, (2, 3))
+            for m, v in x.items()
+        }
+        policy.resize = None
+        expected = policy(resized)
+    for m in got:
+        assert got[m].shape == (2, 3, 2)
+        torch.testing.assert_close(got[m], expected[m])
+    with pytest.raises(ConfigError, match="cnn must be"):
+        AdaMMLPolicy({"rgb": 3}, cnn="resnet")
+    with pytest.raises(ConfigError, match="resize must be"):
+        AdaMMLPolicy({"rgb": 3}, resize=(0, 5))

@@ -40,3 +40,21 @@ def test_backbone_must_be_unimodal_and_is_frozen(backbones):
     both = build_static_model(ModelConfig(fusion="late_mean", encoders={"default": {"kind": "mlp"}}), SPECS, TASK)
     with pytest.raises(ConfigError, match="one-modality model"):
         Backbone(both)
+
+
+def test_candidate_layer_kinds_select_taps():
+    lenet = {"kind": "lenet", "channels": 4, "layers": 2, "out_dim": 8}
+    config = ModelConfig(fusion="unimodal", modalities=["image"], embed_dim=6, encoders={"image": lenet})
+    model = build_static_model(config, SPECS, TASK)
+    assert Backbone(model).names == ("relu1", "relu2", "embedding", "output")
+    blocks = Backbone(model, ["relu"])
+    assert blocks.names == ("relu1", "relu2")
+    x = torch.randn(3, 1, 8, 8)
+    features = blocks.features(x)
+    assert [f.shape for f in features] == [(3, 4), (3, 8)]
+    torch.testing.assert_close(features[-1], model.encoders["image"](x))  # the last block is the embedding
+    assert Backbone(model, names=["output", "relu2"]).names == ("output", "relu2")
+    with pytest.raises(ConfigError, match="unknown"):
+        Backbone(model, ["conv"])
+    with pytest.raises(ConfigError, match=r"no candidate layer \['relu7'\]"):
+        Backbone(model, names=["relu7"])

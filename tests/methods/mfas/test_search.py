@@ -81,3 +81,29 @@ def test_state_of_another_search_is_refused(space, cache, tmp_path):
     (tmp_path / "r" / "state.json").write_text("{not json")
     with pytest.raises(DataError, match="is not a search state"):
         run_random(space, evaluate, 2, 2, False, tmp_path / "r", seed=0)
+
+
+def test_the_avmnist_paper_config_searches_the_papers_space_with_its_budget(tmp_path):
+    """MFAS on AV-MNIST: 3 image blocks × 5 audio blocks × 3 nonlinearities per layer, up to 4 layers, and
+    3 iterations × 4 positions × 15 samples = 180 evaluations (scores here are random: only the budget counts)."""
+    import dataclasses
+    import random
+
+    from dynmm.config import load_config
+    from dynmm.methods.mfas.recipe import mfas_section, search_settings
+    from dynmm.methods.mfas.space import SearchSpace
+
+    mfas = mfas_section(load_config("configs/avmnist/mfas.yaml", []))
+    space = SearchSpace(
+        ("image", "audio"),
+        {"image": ("relu1", "relu2", "relu3"), "audio": tuple(f"relu{i}" for i in range(1, 6))},
+        {"image": (24, 48, 96), "audio": (24, 48, 96, 192, 384)},
+        tuple(mfas.activations),
+        mfas.layers,
+    )
+    assert len(space.layer_choices()) == 45 and mfas.top_k == 5 and mfas.candidate_layers == ["relu"]
+    scores = random.Random(0)
+    settings = dataclasses.replace(search_settings(mfas), surrogate=SurrogateSettings(epochs=2))
+    state = run_mfas(space, lambda arch, seed, store: {"score": scores.random()}, settings, tmp_path / "s", seed=0)
+    assert len(state.evaluations) == 180 and len(state.steps) == 12
+    assert {s["iteration"] for s in state.steps} == {0, 1, 2}

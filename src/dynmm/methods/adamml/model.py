@@ -57,6 +57,14 @@ DEFAULT_ENCODER: dict[str, Any] = {"kind": "cnn", "channels": [32, 64, 128], "po
 log-mel, several times the default policy's ~1.1 M per segment."""
 
 
+def _override(base: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """`entry` key by key over `base`; an entry naming another kind starts afresh (another kind's options,
+    e.g. a CNN's channels, mean nothing to a ResNet)."""
+    if "kind" in entry and entry["kind"] != base.get("kind"):
+        return dict(entry)
+    return deep_merge(dict(base), dict(entry))
+
+
 class RecognitionNet(nn.Module):
     """One modality's per-segment classifier: encoder (B·T, C, H, W) -> (B·T, out_dim), Linear -> class logits."""
 
@@ -128,10 +136,10 @@ class AdaMML(nn.Module):
         stray = sorted(k for k in encoders if k != "default" and k not in self.specs)
         if stray:
             raise ConfigError(f"AdaMML encoders has options for {stray}, which are not modalities {self.modalities}")
-        default = deep_merge(DEFAULT_ENCODER, dict(encoders.get("default", {})))
+        default = _override(DEFAULT_ENCODER, encoders.get("default", {}))
         self.nets = nn.ModuleDict(
             {
-                m: RecognitionNet(self.segment_specs[m], deep_merge(default, dict(encoders.get(m, {}))), num_classes)
+                m: RecognitionNet(self.segment_specs[m], _override(default, encoders.get(m, {})), num_classes)
                 for m in self.modalities
             }
         )

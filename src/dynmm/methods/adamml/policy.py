@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, InputError
-from dynmm.nn.mobilenet import LightCNN
+from dynmm.nn.mobilenet import LightCNN, MobileNetV2
 from dynmm.relax import gumbel_softmax
 
 KEEP = 1
@@ -33,6 +33,13 @@ class AdaMMLPolicy(nn.Module):
         widths, strides, expand_ratio: the `LightCNN` of every modality.
         downsample: average-pool every segment by this factor before its CNN. The policy decides from a coarse
             look, as AdaMML's does from low-resolution frames: its cost falls by about the factor squared.
+        cnn: "light" (`LightCNN` with `widths`, `strides`, `expand_ratio`, `feature_dim`) or "mobilenet_v2" (the
+            full MobileNetV2 per modality, 1280 features each, as AdaMML's authors; `widths`, `strides`,
+            `expand_ratio` and `feature_dim` are then unused).
+        fc_hidden: width of the two FC layers (default: `hidden`); the authors' joint MLP is 2048 wide and
+            their LSTM 256.
+        resize: (height, width) every segment is resized to (bilinear) before its CNN, e.g. the authors' policy
+            sees 160x160 frames; applied after `downsample`.
 
     Inputs:
         inputs: modality name -> (B, T, C, H, W) segments; B and T must agree across modalities, H and W may
@@ -51,6 +58,9 @@ class AdaMMLPolicy(nn.Module):
         strides: Sequence[int] = (1, 2, 2, 2),
         expand_ratio: int = 2,
         downsample: int = 1,
+        cnn: str = "light",
+        fc_hidden: int | None = None,
+        resize: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -60,18 +70,29 @@ class AdaMMLPolicy(nn.Module):
         self.downsample = downsample
         if min(feature_dim, hidden) < 1:
             raise ConfigError(f"AdaMML policy sizes must be positive, got feature_dim={feature_dim}, hidden={hidden}")
+        if cnn not in ("light", "mobilenet_v2"):
+            raise ConfigError(f"AdaMML policy cnn must be 'light' or 'mobilenet_v2', got {cnn!r}")
+        if resize is not None and (len(resize) != 2 or min(resize) < 1):
+            raise ConfigError(f"AdaMML policy resize must be [height, width] >= 1, got {resize!r}")
+        self.resize = None if resize is None else (int(resize[0]), int(resize[1]))
         self.modalities = sorted(modalities)
         self.channels = {m: modalities[m] for m in self.modalities}
-        self.encoders = nn.ModuleDict(
-            {m: LightCNN(self.channels[m], widths, strides, expand_ratio, feature_dim) for m in self.modalities}
-        )
+        cnns: dict[str, LightCNN | MobileNetV2] = {
+            m: MobileNetV2(self.channels[m])
+            if cnn == "mobilenet_v2"
+            else LightCNN(self.channels[m], widths, strides, expand_ratio, feature_dim)
+            for m in self.modalities
+        }
+        self.encoders = nn.ModuleDict(cnns)
+        features = sum(c.out_dim for c in cnns.values())
+        fc_width = hidden if fc_hidden is None else fc_hidden
         self.fc = nn.Sequential(
-            nn.Linear(feature_dim * len(self.modalities), hidden),
+            nn.Linear(features, fc_width),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden),
+            nn.Linear(fc_width, fc_width),
             nn.ReLU(inplace=True),
         )
-        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.lstm = nn.LSTM(fc_width, hidden, batch_first=True)
         self.heads = nn.ModuleDict({m: nn.Linear(hidden, 2) for m in self.modalities})
 
     def check_inputs(self, inputs: Mapping[str, Tensor]) -> tuple[int, int]:
@@ -105,10 +126,13 @@ class AdaMMLPolicy(nn.Module):
         return batch, steps
 
     def _coarse(self, segments: Tensor) -> Tensor:
-        """(N, C, H, W) segments average-pooled by `downsample` (ceil mode: small inputs keep a pixel)."""
-        if self.downsample == 1:
-            return segments
-        return F.avg_pool2d(segments, self.downsample, ceil_mode=True)
+        """(N, C, H, W) segments average-pooled by `downsample` (ceil mode: small inputs keep a pixel), then
+        resized to `resize`."""
+        if self.downsample > 1:
+            segments = F.avg_pool2d(segments, self.downsample, ceil_mode=True)
+        if self.resize is not None:
+            segments = F.interpolate(segments, size=self.resize, mode="bilinear", align_corners=False)
+        return segments
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         batch, steps = self.check_inputs(inputs)

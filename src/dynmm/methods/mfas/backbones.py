@@ -8,7 +8,7 @@ encoder's embedding and the model's output — without a second, tap-aware copy 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,8 @@ from dynmm.cost import counting_madds
 from dynmm.errors import ConfigError
 from dynmm.modes import eval_mode
 from dynmm.nn.static_model import StaticFusionModel
+
+TAP_KINDS = ("relu", "embedding", "output")
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,15 @@ class Backbone:
 
     Args:
         model: a trained `StaticFusionModel` over exactly one modality.
+        kinds: which candidate layers the search may read: "relu" (every ReLU of the encoder, in order),
+            "embedding" (the encoder's output) and "output" (the model's). The MFAS paper's AV-MNIST space is
+            the ReLU blocks alone.
+        names: exactly these candidate layers, by name (a saved search's, when it is loaded back).
     """
 
-    def __init__(self, model: StaticFusionModel) -> None:
+    def __init__(
+        self, model: StaticFusionModel, kinds: Sequence[str] = TAP_KINDS, names: Sequence[str] | None = None
+    ) -> None:
         if len(model.modalities) != 1:
             raise ConfigError(f"an MFAS backbone is a one-modality model, got one over {model.modalities}")
         self.modality = model.modalities[0]
@@ -56,8 +64,22 @@ class Backbone:
             parameter.requires_grad_(False)
         encoder = model.encoders[self.modality]
         relus = [m for m in encoder.modules() if isinstance(m, nn.ReLU)]
-        self.taps = [Tap(f"relu{i + 1}", m) for i, m in enumerate(relus)]
-        self.taps += [Tap("embedding", encoder), Tap("output", model)]
+        every = [Tap(f"relu{i + 1}", m) for i, m in enumerate(relus)]
+        every += [Tap("embedding", encoder), Tap("output", model)]
+        unknown = sorted(set(kinds) - set(TAP_KINDS))
+        if unknown:
+            raise ConfigError(f"candidate layer kinds {unknown} unknown; choose from {list(TAP_KINDS)}")
+        if names is None:
+            taps = [t for t in every if t.name.rstrip("0123456789") in kinds]
+        else:
+            by_name = {t.name: t for t in every}
+            missing = [n for n in names if n not in by_name]
+            if missing:
+                raise ConfigError(f"the {self.modality!r} backbone has no candidate layer {missing}")
+            taps = [by_name[n] for n in names]
+        if not taps:
+            raise ConfigError(f"the {self.modality!r} backbone has no candidate layer of kinds {list(kinds)}")
+        self.taps = taps
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -79,7 +101,8 @@ class Backbone:
         ]
         try:
             with eval_mode(self.model):
-                captured[len(self.taps) - 1] = self.model({self.modality: x})
+                output = self.model({self.modality: x})
+            captured |= {i: output for i, tap in enumerate(self.taps) if tap.module is self.model}
         finally:
             for handle in handles:
                 handle.remove()

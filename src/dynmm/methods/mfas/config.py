@@ -16,6 +16,9 @@ class MFASConfig(Section):
     ordinary static run of the run's `model` + `train` with `fusion: unimodal` on one modality, trained into
     `<run>/backbones/<modality>` unless `backbone_runs` names a finished run for it (trained with `dynmm train`).
     `search_data`: overrides of `data` for the fusion search (e.g. MOSI rows whose features are unseen).
+    `candidate_layers`: which layers of a backbone a fusion layer may read: "relu" (every ReLU of its encoder),
+    "embedding" (the encoder's output), "output" (the unimodal prediction); the MFAS paper's AV-MNIST space is
+    `[relu]` over LeNet backbones (encoder kind `lenet`), one layer per conv block.
     A fusion layer picks one candidate layer of every backbone and an activation from `activations`;
     h_l = σ(W_l [x_1; ...; x_M; h_{l-1}]) with `width` units; a linear head reads h_L.
     Progressive search (`iterations` passes over positions 1..`layers`): the first step evaluates every
@@ -34,6 +37,7 @@ class MFASConfig(Section):
     modalities: list[str] | None = None
     backbone_runs: dict[str, str] = Field(default_factory=dict)
     search_data: dict[str, Any] | None = None
+    candidate_layers: list[str] = Field(default_factory=lambda: ["relu", "embedding", "output"])
     layers: int = 4
     width: int = 32
     activations: list[str] = Field(default_factory=lambda: ["relu", "sigmoid", "leaky_relu"])

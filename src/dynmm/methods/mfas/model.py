@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from dynmm.errors import DataError
+from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
 from dynmm.methods.mfas.backbones import Backbone
 from dynmm.methods.mfas.feature_cache import LiveFeatures, Standardizer
@@ -107,10 +107,10 @@ def load_found(folder: Path, backbones: Mapping[str, StaticFusionModel]) -> MFAS
     missing = [m for m in space.modalities if m not in backbones]
     if missing:
         raise DataError(f"{folder}: no backbone given for {missing}")
-    wrapped = [Backbone(backbones[m]) for m in space.modalities]
-    for backbone in wrapped:
-        if backbone.names != space.layer_names[backbone.modality]:
-            raise DataError(f"{folder}: the {backbone.modality!r} backbone's layers {backbone.names} differ")
+    try:
+        wrapped = [Backbone(backbones[m], names=space.layer_names[m]) for m in space.modalities]
+    except ConfigError as err:
+        raise DataError(f"{folder}: a backbone does not match the saved search ({err})") from err
     state = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
     try:
         network.load_state_dict(state)

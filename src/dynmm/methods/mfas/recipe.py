@@ -30,7 +30,7 @@ from dynmm.engine.run_folder import CONFIG_FILE, run_directory, saved_config_cha
 from dynmm.engine.stages import data_module, stage_data
 from dynmm.errors import ConfigError
 from dynmm.io import atomic_write, atomic_write_json, atomic_write_text, read_json
-from dynmm.methods.mfas.backbones import Backbone
+from dynmm.methods.mfas.backbones import TAP_KINDS, Backbone
 from dynmm.methods.mfas.config import MFASConfig
 from dynmm.methods.mfas.evaluate_architecture import FusionTraining, WeightStore, train_architecture
 from dynmm.methods.mfas.feature_cache import FeatureCache, LiveFeatures, cache_key
@@ -96,6 +96,9 @@ def check_mfas_config(config: RunConfig) -> None:
     unknown = [a for a in mfas.activations if a not in ACTIVATIONS]
     if unknown or not mfas.activations:
         raise ConfigError(f"mfas.activations: unknown {unknown}; choose from {sorted(ACTIVATIONS)}")
+    unknown_taps = sorted(set(mfas.candidate_layers) - set(TAP_KINDS))
+    if unknown_taps or not mfas.candidate_layers:
+        raise ConfigError(f"mfas.candidate_layers: unknown {unknown_taps}; choose among {list(TAP_KINDS)}")
     if mfas.cache not in ("memory", "memmap"):
         raise ConfigError(f"mfas.cache must be 'memory' or 'memmap', got {mfas.cache!r}")
     if not mfas.search_seeds or len(set(mfas.search_seeds)) != len(mfas.search_seeds):
@@ -106,6 +109,18 @@ def check_mfas_config(config: RunConfig) -> None:
     from_dict(SurrogateSettings, mfas.surrogate, "mfas.surrogate")
     search_device(mfas.device)
     TemperatureSchedule("inverse_exponential", mfas.tau_start, mfas.tau_end, mfas.tau_steps)
+
+
+def search_settings(mfas: MFASConfig) -> SearchSettings:
+    """The progressive search's knobs from the `mfas` section."""
+    return SearchSettings(
+        iterations=mfas.iterations,
+        first_step_samples=mfas.first_step_samples,
+        samples_per_step=mfas.samples_per_step,
+        temperature=TemperatureSchedule("inverse_exponential", mfas.tau_start, mfas.tau_end, mfas.tau_steps),
+        surrogate=from_dict(SurrogateSettings, mfas.surrogate, "mfas.surrogate"),
+        weight_sharing=mfas.weight_sharing,
+    )
 
 
 def _prepare(config: RunConfig) -> Path:
@@ -149,7 +164,8 @@ def _backbone(
             f"mfas.backbone_runs.{modality}: {folder} holds a {exported.model_type} model over "
             f"{getattr(exported.model, 'modalities', '?')}, not a static model of {modality!r} alone"
         )
-    return Backbone(exported.model.to(device)), folder, exported.extra.get("metrics", {})
+    backbone = Backbone(exported.model.to(device), mfas_section(config).candidate_layers)
+    return backbone, folder, exported.extra.get("metrics", {})
 
 
 def _costs(space: SearchSpace, backbones: list[Backbone], example: dict[str, torch.Tensor]) -> dict[str, list[int]]:
@@ -360,14 +376,7 @@ def run_mfas_search(config: RunConfig, output: Path | None = None, progress: Pro
         mfas.width, mfas.epochs_per_eval, mfas.lr, mfas.weight_decay, search_config.batch_size, device
     )
     search = _Search(space, cache, info.task, metric, training, _costs(space, backbones, example))
-    settings = SearchSettings(
-        iterations=mfas.iterations,
-        first_step_samples=mfas.first_step_samples,
-        samples_per_step=mfas.samples_per_step,
-        temperature=TemperatureSchedule("inverse_exponential", mfas.tau_start, mfas.tau_end, mfas.tau_steps),
-        surrogate=from_dict(SurrogateSettings, mfas.surrogate, "mfas.surrogate"),
-        weight_sharing=mfas.weight_sharing,
-    )
+    settings = search_settings(mfas)
 
     results: list[dict[str, Any]] = []
     for seed in mfas.search_seeds:
