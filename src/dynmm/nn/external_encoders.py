@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, InputError
 from dynmm.modes import eval_mode
+from dynmm.nn.local_weights import one_line, read_state_dict
 from dynmm.specs import ModalitySpec
 
 EXTERNAL_KINDS = ("hf", "module", "timm")
@@ -42,12 +43,6 @@ _OPTIONS = {
 }
 _TIMM_FIXED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "num_classes", "in_chans")
 _EXTRA_HINT = {"timm": " (timm imports torchvision, which must be the build made for your torch)", "hf": ""}
-
-
-def one_line(err: BaseException) -> str:
-    """`Type: first line of the message`: an error folded into a one-line ConfigError."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def pool_output(y: Tensor, pool: str = "mean", dims: Sequence[int] | None = None) -> Tensor:
@@ -413,35 +408,7 @@ def load_local_weights(
     first conv (`first_conv`) trained on another number of input channels is adapted as timm does (summed to
     one channel, or repeated and rescaled). Any other missing, unexpected or misshapen key is a ConfigError.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{where}: weights file {str(path)!r} not found (relative paths start at {os.getcwd()})")
-    state: Any
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as err:
-            raise ConfigError(f"{where}: cannot read weights {str(path)!r}: {one_line(err)}") from err
-    elif path.suffix in (".pth", ".pt", ".bin"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # weights_only refuses pickled code: say so in one line
-            raise ConfigError(
-                f"{where}: cannot read weights {str(path)!r} as tensors only (torch.load weights_only=True; "
-                f"dynmm never unpickles code): {one_line(err)}"
-            ) from err
-    else:
-        raise ConfigError(f"{where}: weights file {str(path)!r} must end in .safetensors, .pth, .pt or .bin")
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ConfigError(f"{where}: weights file {str(path)!r} does not hold a state dict of tensors")
-    state = dict(state)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
+    state = read_state_dict(path, where)
     own = model.state_dict()
     drop = tuple(f"{c}." for c in _names(classifier))
     state = {k: v for k, v in state.items() if k in own or not k.startswith(drop)}

@@ -175,3 +175,31 @@ def test_bench_export_times_the_exported_graph_against_a_static_fusion(dynamic, 
     assert {s["runtime"] for s in bench["settings"]} == {"onnxruntime", "eager"}
     for setting in bench["settings"]:
         assert setting["dynamic"]["requests"] == 20 and setting["baseline"]["p50_ms"] > 0
+
+
+def test_init_weights_load_local_torchvision_checkpoints_into_both_encoders(tmp_path):
+    """fusion_level.init_weights: each modality's encoder starts from a local torchvision-named checkpoint (the
+    ImageNet start of ESANet and DynMM); depth's 1-channel stem gets the summed RGB kernels."""
+    import torch
+    from safetensors.torch import save_file
+    from tests.nn.test_resnet import _as_torchvision_state_dict
+
+    from dynmm.methods.fusion_level.model import FusionLevelDynMM
+    from dynmm.methods.fusion_level.recipe import init_encoders
+    from dynmm.nn.resnet import ResNetEncoder
+
+    torch.manual_seed(0)
+    source = ResNetEncoder(3, "tiny")
+    save_file(_as_torchvision_state_dict(source), str(tmp_path / "imagenet.safetensors"))
+    torch.save({"state_dict": _as_torchvision_state_dict(source)}, tmp_path / "imagenet.pth")
+    model = FusionLevelDynMM("tiny", 5, (32, 48), decoder_width=16, gate_width=8)
+    init_encoders(model, {"rgb": str(tmp_path / "imagenet.safetensors"), "depth": str(tmp_path / "imagenet.pth")})
+    for key, value in source.state_dict().items():
+        if key != "stem.0.weight":
+            torch.testing.assert_close(model.main.state_dict()[key], value)
+            torch.testing.assert_close(model.aux.state_dict()[key], value)
+    torch.testing.assert_close(model.aux.stem[0].weight, source.stem[0].weight.sum(dim=1, keepdim=True))
+    with pytest.raises(ConfigError, match=r"init_weights names 'thermal'"):
+        init_encoders(model, {"thermal": str(tmp_path / "imagenet.pth")})
+    with pytest.raises(ConfigError, match=r"fusion_level.init_weights.rgb: weights file .* not found"):
+        init_encoders(model, {"rgb": str(tmp_path / "missing.safetensors")})

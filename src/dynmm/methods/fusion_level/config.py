@@ -39,6 +39,10 @@ class FusionLevelConfig(Section):
     stages run under the gate's probabilities (entropy of the batch-mean distribution minus the mean per-scene
     entropy, / log(stages + 1), in [0, 1]), so that different scenes may take different depth paths while each
     scene's own choice stays decided; 0 (default) leaves one routing for all free to win."""
+    init_weights: dict[str, str] = Field(default_factory=dict)
+    """Modality (`rgb`, `depth`) -> a local torchvision ResNet checkpoint (.safetensors or .pth, tensors only)
+    that its encoder starts from, e.g. ImageNet weights as ESANet and DynMM use; the classifier is dropped and a
+    3-channel stem is summed for 1-channel depth. Nothing is downloaded."""
     supernet_train: dict[str, Any] = Field(default_factory=dict)
     gate_train: dict[str, Any] = Field(default_factory=dict)
     tau_start: float = 1.0

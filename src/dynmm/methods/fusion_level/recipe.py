@@ -8,6 +8,7 @@ model.safetensors/.json, metrics.json. With `supernet_dir` stage I lives there i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,10 @@ from dynmm.errors import ConfigError
 from dynmm.io import atomic_write_json, atomic_write_text
 from dynmm.methods.fusion_level.config import FusionLevelConfig
 from dynmm.methods.fusion_level.evaluate import evaluate_fusion_level
-from dynmm.methods.fusion_level.model import build_fusion_level
+from dynmm.methods.fusion_level.model import FusionLevelDynMM, build_fusion_level
 from dynmm.methods.fusion_level.module import FusionLevelModule, Stage
 from dynmm.methods.fusion_level.report import analyse, write_fusion_report
+from dynmm.nn.local_weights import read_state_dict
 from dynmm.relax import TemperatureSchedule
 
 SUPERNET_MONITOR = ("val/loss", "min")
@@ -50,7 +52,7 @@ def fusion_level_section(config: RunConfig) -> FusionLevelConfig:
 
 
 def supernet_description(config: RunConfig) -> dict[str, Any]:
-    keys = ("layout", "ops", "decoder_width", "gate_width", "primary", "supernet_train")
+    keys = ("layout", "ops", "decoder_width", "gate_width", "primary", "init_weights", "supernet_train")
     return stage_description(config, "fusion_level", keys)
 
 
@@ -60,6 +62,16 @@ def shared_supernet_dir(config: RunConfig) -> Path:
     assert fl.supernet_dir is not None
     description = supernet_description(config)
     return shared_stage_dir(Path(fl.supernet_dir), description, SUPERNET_FOR, "fusion_level.supernet_dir", "supernet")
+
+
+def init_encoders(model: FusionLevelDynMM, init_weights: Mapping[str, str]) -> None:
+    """Load each named modality's encoder from its local torchvision checkpoint, before anything trains."""
+    encoders = {model.primary: model.main, model.secondary: model.aux}
+    for modality, path in init_weights.items():
+        if modality not in encoders:
+            raise ConfigError(f"fusion_level.init_weights names {modality!r}; the encoders are {sorted(encoders)}")
+        where = f"fusion_level.init_weights.{modality}"
+        encoders[modality].load_torchvision_state_dict(read_state_dict(path, where))
 
 
 def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResult:
@@ -81,6 +93,7 @@ def run_fusion_level_recipe(config: RunConfig, resume: bool = False) -> RunResul
     info = data.info
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_fusion_level(fl, info.modalities, info.task)
+    init_encoders(model, fl.init_weights)
     plan: list[tuple[Stage, tuple[str, str]]] = (
         [("static", monitor_for(config.train, info.task))]
         if fl.static_op is not None
