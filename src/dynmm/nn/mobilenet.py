@@ -24,6 +24,16 @@ def _conv_bn_relu6(
     return [conv, nn.BatchNorm2d(out_channels), nn.ReLU6(inplace=True)]
 
 
+def _init_weights(net: nn.Module) -> None:
+    """He init for convs (fan-out, as torchvision's MobileNetV2), BN as identity: trains from scratch stably."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class InvertedResidual(nn.Module):
     """1x1 expand (+BN+ReLU6) -> 3x3 depthwise (strided, +BN+ReLU6) -> 1x1 linear projection (+BN).
 
@@ -100,16 +110,7 @@ class LightCNN(nn.Module):
         layers += _conv_bn_relu6(channels, out_dim, 1)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """He init for convs (fan-out, as torchvision's MobileNetV2), BN as identity: trains from scratch stably."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -164,12 +165,7 @@ class MobileNetV2(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = last if out_dim is None else out_dim
         self.proj: nn.Module = nn.Identity() if self.out_dim == last else nn.Linear(last, self.out_dim)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
