@@ -60,8 +60,8 @@ def _fusion_level(config: RunConfig, specs: dict[str, ModalitySpec], task: TaskS
         "depth encoder": depth,
         "rgb encoder + decoder": costs["fixed"],
         "gate": costs["gate"],
-        "path: RGB only": costs["fixed"] + costs["gate"] + costs["aux_stem"] + rgb_only,
-        "path: depth fused in every cell": costs["fixed"] + costs["gate"] + depth + fused,
+        "path: RGB only": costs["fixed"] + costs["gate"] + costs["aux_stem"] + costs["stem_fusion"] + rgb_only,
+        "path: depth fused in every cell": costs["fixed"] + costs["gate"] + depth + costs["stem_fusion"] + fused,
     }
 
 

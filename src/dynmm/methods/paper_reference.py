@@ -93,8 +93,8 @@ REFERENCES: tuple[Reference, ...] = (
         "gate",
         None,
         source=DYNMM_PAPER,
-        explanation="not reported apart; the authors' gate picks one of 5 depth levels, this config's an op per "
-        "cell (the 5 levels are among its 16 routings)",
+        explanation="not reported apart, by the paper or the authors' count (their gate, like this config's "
+        "`routing: levels`, picks one of 5 depth levels from the stems)",
     ),
     Reference(
         "avmnist_mfas",

@@ -28,6 +28,11 @@ class FusionLevelConfig(Section):
     ops: list[str] | None = None
     decoder_width: int = 64
     gate_width: int = 32
+    routing: str = "cells"
+    """"cells": the gate picks an op per cell; "levels": it picks how many cells, from the first, fuse depth
+    (the DynMM authors' gate; ops must be [identity, a fusing op])."""
+    stem_op: str | None = None
+    """A fusing op applied to the two stems whenever the depth stem runs (the DynMM authors: se_add)."""
     static_op: str | None = None
     resource_weight: float = 0.0
     budget: float | None = None

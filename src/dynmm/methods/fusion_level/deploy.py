@@ -33,9 +33,9 @@ class FusionGraph(nn.Module):
     def forward(self, main: Tensor, aux: Tensor) -> tuple[Tensor, Tensor]:
         m = self.model
         x, d = m.main.stem(main), m.aux.stem(aux)
-        logits = m.gate(torch.cat([x, d], dim=1))
-        scores = logits - m.beta * m.op_costs() if m.beta else logits
-        choice = scores.argmax(dim=-1)
+        choice = m.eval_choice(m.gate(torch.cat([x, d], dim=1)))
+        if m.stem_fusion is not None:
+            x = m.stem_fusion(x, d)
         needed = m.aux_stages_needed(choice)
         features = []
         for k in range(m.num_cells):
@@ -115,6 +115,8 @@ class StaticFusionGraph(nn.Module):
     def forward(self, main: Tensor, aux: Tensor) -> Tensor:
         m = self.model
         x, d = m.main.stem(main), m.aux.stem(aux)
+        if m.stem_fusion is not None:
+            x = m.stem_fusion(x, d)
         features = []
         for k, cell in enumerate(m.fusion_cells):
             x, d = m.main.stages[k](x), m.aux.stages[k](d)

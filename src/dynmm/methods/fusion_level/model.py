@@ -69,6 +69,12 @@ class FusionLevelDynMM(nn.Module):
         image_size: (H, W) of the inputs; costs are measured on one sample of this size.
         ops: candidate ops of every cell (names in CELL_OPS); "identity" means the primary modality only.
         primary: the modality whose encoder feeds the decoder ("rgb", as in the paper, or "depth").
+        routing: "cells" (the gate picks an op per cell: |ops|^cells routings) or "levels" (the DynMM authors'
+            gate: it picks how many cells, from the first, fuse the auxiliary map, one of cells + 1 levels; needs
+            ops [identity, a fusing op]).
+        stem_op: a fusing op (e.g. "se_add") applied to the two stems whenever the auxiliary stem runs, before
+            the first stage, as the DynMM authors' code always fuses the stems; None (default) leaves the main
+            stem as it is.
 
     Inputs: {"rgb": (B, 3, H, W), "depth": (B, 1, H, W)}, float tensors of the model's dtype, finite, B >= 1
     (extra keys are ignored; anything else is an InputError naming the modality). Output: (B, num_classes, H, W) logits.
@@ -90,8 +96,12 @@ class FusionLevelDynMM(nn.Module):
         decoder_width: int = 64,
         gate_width: int = 32,
         primary: str = "rgb",
+        routing: str = "cells",
+        stem_op: str | None = None,
     ) -> None:
         super().__init__()
+        check_routing(routing, list(ops), stem_op)
+        self.routing = routing
         if layout not in LAYOUTS:
             raise ConfigError(f"unknown ResNet layout {layout!r}; choose from {sorted(LAYOUTS)}")
         channels = {"rgb": 3, "depth": 1}
@@ -104,7 +114,11 @@ class FusionLevelDynMM(nn.Module):
         self.op_names = list(ops)
         self.num_cells = len(self.cells)
         stems = self.main.stem_channels + self.aux.stem_channels
-        self.gate = GlobalConvGate(stems, self.num_cells, len(ops), gate_width)
+        if routing == "levels":
+            self.gate = GlobalConvGate(stems, 1, self.num_cells + 1, gate_width)
+        else:
+            self.gate = GlobalConvGate(stems, self.num_cells, len(ops), gate_width)
+        self.stem_fusion: nn.Module | None = None if stem_op is None else CELL_OPS[stem_op](self.main.stem_channels)
         self.decoder = SegmentationDecoder(self.main.stage_channels, num_classes, decoder_width)
         self.specs = {m: ModalitySpec(m, (c, *image_size), "image") for m, c in channels.items()}
         self.register_buffer(
@@ -155,10 +169,46 @@ class FusionLevelDynMM(nn.Module):
         logits = self.gate(torch.cat([main_stem, aux_stem], dim=1))
         self.last_logits = logits
         if self.training:
-            return gumbel_softmax(logits, self.tau, hard=True)
-        scores = logits - self.beta * self.op_costs() if self.beta else logits
-        choice = scores.argmax(dim=-1)
+            choice, weights = gumbel_softmax(logits, self.tau, hard=True)
+            if self.routing == "levels":
+                return self._levels_to_cells(weights[:, 0])
+            return choice, weights
+        choice = self.eval_choice(logits)
         return choice, nn.functional.one_hot(choice, len(self.op_names)).float()
+
+    def eval_choice(self, logits: Tensor) -> Tensor:
+        """(B, cells) op per cell at test time: the argmax of the gate's logits less β × each choice's cost."""
+        if self.routing == "levels":
+            scores = logits[:, 0] - self.beta * self.level_costs() if self.beta else logits[:, 0]
+            level = scores.argmax(dim=-1)
+            cells = torch.arange(self.num_cells, device=logits.device)
+            return (level[:, None] > cells[None, :]).long()
+        scores = logits - self.beta * self.op_costs() if self.beta else logits
+        return scores.argmax(dim=-1)
+
+    def _levels_to_cells(self, level_weights: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, cells + 1) level weights -> (choice, (B, cells, 2) weights): cell k fuses iff the level is > k,
+        with weight Σ_{j>k} w_j, so one-hot levels give one-hot cells and the straight-through gradient reaches
+        every level's logit."""
+        up_to = level_weights.cumsum(dim=1)[:, : self.num_cells]  # Σ_{j<=k} w_j: cell k keeps RGB only
+        weights = torch.stack([up_to, 1 - up_to], dim=2)
+        return weights.argmax(dim=2), weights
+
+    def random_choice(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """(batch, cells) uniformly random routings (stage I's paths): an op per cell, or a level."""
+        if self.routing == "levels":
+            level = torch.randint(0, self.num_cells + 1, (batch, 1), generator=generator)
+            return (level > torch.arange(self.num_cells)[None, :]).long()
+        return torch.randint(0, len(self.op_names), (batch, self.num_cells), generator=generator)
+
+    def stage_probabilities(self) -> Tensor | None:
+        """(B, cells + 1) probability of running 0..N auxiliary stages under the latest gate logits (None if no
+        gate ran): a level's probability directly, or from the independent per-cell op probabilities."""
+        if self.last_logits is None:
+            return None
+        if self.routing == "levels":
+            return self.last_logits[:, 0].softmax(dim=-1)
+        return self.aux_stage_distribution(self.last_logits.softmax(dim=-1))
 
     @property
     def routing_is_fixed(self) -> bool:
@@ -206,6 +256,8 @@ class FusionLevelDynMM(nn.Module):
         if fixed is None:  # the gate reads both stems, so every row's auxiliary stem runs
             aux_x = self.aux.stem(aux)
             choice, weights = self.decide(x, aux_x)
+            if self.stem_fusion is not None:
+                x = self.stem_fusion(x, aux_x)
         else:
             choice, weights = fixed, nn.functional.one_hot(fixed, len(self.op_names)).float()
         self.last_choice, self.last_weights = choice, weights
@@ -218,6 +270,11 @@ class FusionLevelDynMM(nn.Module):
         if aux_x is None:  # no gate: the auxiliary stem runs only for rows that will use it at all
             active = active[needed > 0]
             aux_x = self.aux.stem(aux.index_select(0, active)) if active.numel() else aux[:0]
+            if self.stem_fusion is not None:  # only rows whose routing reads depth, in every mode
+                reads = self.aux_stages_needed(choice).index_select(0, active) > 0
+                if bool(reads.any()):
+                    rows = active[reads]
+                    x = x.index_copy(0, rows, self.stem_fusion(x.index_select(0, rows), aux_x[reads]))
         features = []
         for k, cell in enumerate(self.fusion_cells):
             x = self.main.stages[k](x)
@@ -255,6 +312,10 @@ class FusionLevelDynMM(nn.Module):
             fixed = madds(self.main.stem, main)
             aux_stem = madds(self.aux.stem, aux)
             gate = madds(self.gate, torch.cat([x, d], 1))
+            stem_fusion = 0.0
+            if self.stem_fusion is not None:
+                stem_fusion = madds(self.stem_fusion, x, d)
+                x = self.stem_fusion(x, d)
             aux_stages, cells, features = [], [], []
             for k, cell in enumerate(self.fusion_cells):
                 fixed += madds(self.main.stages[k], x)
@@ -264,7 +325,14 @@ class FusionLevelDynMM(nn.Module):
                 cells.append([madds(op, x, d if needs else None) for op, needs in pairs])
                 features.append(x)
             fixed += madds(self.decoder, features, image_size)
-        return {"fixed": fixed, "gate": gate, "aux_stem": aux_stem, "aux_stages": aux_stages, "cells": cells}
+        return {
+            "fixed": fixed,
+            "gate": gate,
+            "aux_stem": aux_stem,
+            "stem_fusion": stem_fusion,
+            "aux_stages": aux_stages,
+            "cells": cells,
+        }
 
     def realized_madds(self, choice: Tensor, gate_ran: bool | None = None) -> Tensor:
         """MAdds each sample paid in dispatch mode, from the measured pieces and its choices. The gate (and the
@@ -277,13 +345,15 @@ class FusionLevelDynMM(nn.Module):
         return float(self.costs["fixed"]) + gate + per_cell + self.aux_madds(choice, gate_ran)
 
     def aux_madds(self, choice: Tensor, gate_ran: bool | None = None) -> Tensor:
-        """Auxiliary-encoder MAdds (stem + stages) each sample paid: what progressive skipping saves."""
+        """Auxiliary-encoder MAdds (stem, its fusion with the main stem, stages) each sample paid: what
+        progressive skipping saves."""
         gate_ran = not self.routing_is_fixed if gate_ran is None else gate_ran
         aux = torch.tensor(self.costs["aux_stages"], dtype=torch.float64)
         needed = self.aux_stages_needed(choice.to(self.needs_aux.device)).cpu()
         stages = (torch.arange(self.num_cells)[None, :] < needed[:, None]).double() @ aux
         stem_ran = torch.ones_like(stages) if gate_ran else (needed > 0).double()
-        return stages + stem_ran * float(self.costs["aux_stem"])
+        stem = float(self.costs["aux_stem"]) + float(self.costs.get("stem_fusion", 0.0))
+        return stages + stem_ran * stem
 
     def op_costs(self) -> Tensor:
         """(cells, ops) cost of each choice for the test-time knob β, normalised by the costliest routing: the
@@ -294,8 +364,20 @@ class FusionLevelDynMM(nn.Module):
         return (cells + implied) / (cells.max(dim=1).values.sum() + aux.sum())
 
     def aux_madds_full(self) -> float:
-        """The whole auxiliary encoder (stem + every stage), what a static fusion in every cell pays."""
-        return float(self.costs["aux_stem"]) + float(sum(self.costs["aux_stages"]))
+        """The whole auxiliary encoder (stem, stem fusion, every stage), what a static fusion in every cell pays."""
+        stem = float(self.costs["aux_stem"]) + float(self.costs.get("stem_fusion", 0.0))
+        return stem + float(sum(self.costs["aux_stages"]))
+
+    def level_costs(self) -> Tensor:
+        """(cells + 1,) cost of each level for the test-time knob β, normalised by the costliest: the cells' ops
+        plus the auxiliary stages the level runs."""
+        cells = torch.tensor(self.costs["cells"], dtype=torch.float32, device=self.needs_aux.device)
+        aux = torch.tensor(self.costs["aux_stages"], dtype=torch.float32, device=self.needs_aux.device)
+        fused = torch.arange(self.num_cells + 1, device=cells.device)[:, None] > torch.arange(
+            self.num_cells, device=cells.device
+        )
+        cost = torch.where(fused, cells[:, 1], cells[:, 0]).sum(dim=1) + (fused.float() * aux).sum(dim=1)
+        return cost / cost.max()
 
     def expected_cost(self, weights: Tensor) -> Tensor:
         """Differentiable cost of (straight-through) weights (B, cells, ops), normalised by the costliest routing.
@@ -313,6 +395,20 @@ class FusionLevelDynMM(nn.Module):
         return ((cell_cost + aux_cost) / most).mean()
 
 
+def check_routing(routing: str, ops: list[str], stem_op: str | None) -> None:
+    """Refuse a routing the ops cannot express and a stem op that fuses nothing, naming the key."""
+    if routing not in ("cells", "levels"):
+        raise ConfigError(f"fusion_level.routing must be 'cells' or 'levels', got {routing!r}")
+    if routing == "levels" and (len(ops) != 2 or ops[0] != "identity" or not CELL_OPS[ops[1]].needs_depth):
+        raise ConfigError(
+            f"fusion_level.routing 'levels' picks how many cells fuse, so the ops must be [identity, a fusing op] "
+            f"(e.g. [identity, se_add]), got {ops}"
+        )
+    if stem_op is not None and (stem_op not in CELL_OPS or not CELL_OPS[stem_op].needs_depth):
+        fusing = [name for name, op in CELL_OPS.items() if op.needs_depth]
+        raise ConfigError(f"fusion_level.stem_op must be a fusing op ({', '.join(fusing)}), got {stem_op!r}")
+
+
 def build_fusion_level(config: FusionLevelConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> FusionLevelDynMM:
     """The model a FusionLevelConfig describes for a data set with `rgb` and `depth` images and per-pixel labels."""
     missing = [m for m in ("rgb", "depth") if m not in specs]
@@ -327,7 +423,15 @@ def build_fusion_level(config: FusionLevelConfig, specs: dict[str, ModalitySpec]
     check_gate_objective(config)
     size = (specs["rgb"].shape[1], specs["rgb"].shape[2])
     model = FusionLevelDynMM(
-        config.layout, task.num_classes, size, ops, config.decoder_width, config.gate_width, config.primary
+        config.layout,
+        task.num_classes,
+        size,
+        ops,
+        config.decoder_width,
+        config.gate_width,
+        config.primary,
+        config.routing,
+        config.stem_op,
     )
     if config.static_op is not None:
         model.static_op = ops.index(config.static_op)

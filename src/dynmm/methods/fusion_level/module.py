@@ -72,7 +72,7 @@ class FusionLevelModule(SupervisedModule):
             return None
         if self.stage == "static":
             return None  # the model's own static_op
-        return torch.randint(0, len(self.net.op_names), (batch, self.net.num_cells), generator=generator)
+        return self.net.random_choice(batch, generator)
 
     def on_validation_epoch_start(self) -> None:
         self._validation_paths = torch.Generator().manual_seed(VALIDATION_PATH_SEED)
@@ -94,8 +94,9 @@ class FusionLevelModule(SupervisedModule):
         cost = net.expected_cost(net.last_weights)
         resource = cost if self.budget is None else (cost - self.budget).abs()
         balance = cost.new_zeros(())
-        if self.balance_weight and net.last_logits is not None:
-            balance = routing_balance(net.aux_stage_distribution(net.last_logits.softmax(dim=-1)))
+        stages = net.stage_probabilities() if self.balance_weight else None
+        if stages is not None:
+            balance = routing_balance(stages)
         penalty = self.resource_weight * resource - self.balance_weight * balance
         return {"expected_cost": cost, "balance": balance, "penalty": penalty}
 

@@ -52,7 +52,17 @@ def fusion_level_section(config: RunConfig) -> FusionLevelConfig:
 
 
 def supernet_description(config: RunConfig) -> dict[str, Any]:
-    keys = ("layout", "ops", "decoder_width", "gate_width", "primary", "init_weights", "supernet_train")
+    keys = (
+        "layout",
+        "ops",
+        "decoder_width",
+        "gate_width",
+        "primary",
+        "routing",
+        "stem_op",
+        "init_weights",
+        "supernet_train",
+    )
     return stage_description(config, "fusion_level", keys)
 
 
