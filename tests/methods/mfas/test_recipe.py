@@ -25,6 +25,7 @@ SMALL = [
     "--mfas.top_k=2",
     "--mfas.final_epochs=2",
     "--mfas.timing_architectures=1",
+    "--mfas.finetune_epochs=1",
 ]
 
 
@@ -86,12 +87,38 @@ def test_found_model_reproduces_its_test_score_on_raw_data(searched):
     assert metrics["mae"] == pytest.approx(summary["best"]["test"]["mae"], abs=1e-5)
 
 
+def test_finetuned_model_trains_its_backbones_and_reloads_to_its_scores(searched):
+    """best_finetuned/ holds the best architecture trained end to end: its own backbone weights (the backbone
+    runs stay as they were) and its test metrics, which the reloaded model reproduces on raw data."""
+    summary, tmp, _ = searched
+    run_dir = tmp / "mosi_mfas"
+    tuned = summary["best"]["finetuned"]
+    assert tuned["epochs"] == 1 and set(tuned) >= {"valid", "test", "train_seconds"}
+    backbones = {m: load_exported(run_dir / "backbones" / m).model for m in summary["modalities"]}
+    original = {m: {k: v.clone() for k, v in b.state_dict().items()} for m, b in backbones.items()}
+    model = load_found(run_dir / "best_finetuned", backbones)
+    changed = [
+        m
+        for m in backbones
+        if any(not torch.equal(v, original[m][k]) for k, v in model.backbone_models[m].state_dict().items())
+    ]
+    assert changed, "fine-tuning left every backbone as it was"
+    for m, b in backbones.items():  # the given models are copied, not overwritten
+        assert all(torch.equal(v, original[m][k]) for k, v in b.state_dict().items())
+    config = small(tmp)
+    data = data_module(config, stage_data(config, config.mfas.search_data))
+    with torch.no_grad():
+        metrics = evaluate(model, data.test_dataloader(), data.info.task)
+    assert metrics["mae"] == pytest.approx(tuned["test"]["mae"], abs=1e-5)
+
+
 def test_restart_redoes_nothing_and_a_changed_config_is_refused(searched):
     summary, tmp, _ = searched
     messages = []
     again = run_mfas_search(small(tmp), None, progress=messages.append)
     assert again["searches"] == summary["searches"]
     assert not any("step" in m for m in messages)
+    assert again["best"]["finetuned"] == summary["best"]["finetuned"]  # read back, not retrained
     with pytest.raises(ConfigError, match=r"another configuration \(mfas.width\)"):
         run_mfas_search(small(tmp, "--mfas.width=4"), None, progress=messages.append)
 

@@ -91,7 +91,14 @@ class Backbone:
 
     @torch.no_grad()
     def features(self, x: Tensor) -> list[Tensor]:
-        """Pooled output of every candidate layer for a batch of this modality (on the backbone's device)."""
+        """Pooled output of every candidate layer for a batch of this modality (on the backbone's device), from
+        the frozen backbone in eval mode."""
+        with eval_mode(self.model):
+            return self.tapped(x)
+
+    def tapped(self, x: Tensor) -> list[Tensor]:
+        """The same features in the model's current mode and with autograd as the caller has it: what fine-tuning
+        a found architecture end to end trains through."""
         x = x.to(self.device)
         captured: dict[int, Tensor] = {}
         handles = [
@@ -100,8 +107,7 @@ class Backbone:
             if tap.module is not self.model
         ]
         try:
-            with eval_mode(self.model):
-                output = self.model({self.modality: x})
+            output = self.model({self.modality: x})
             captured |= {i: output for i, tap in enumerate(self.taps) if tap.module is self.model}
         finally:
             for handle in handles:

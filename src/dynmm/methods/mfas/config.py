@@ -27,6 +27,9 @@ class MFASConfig(Section):
     (inverse-exponential from `tau_start` to `tau_end` over `tau_steps` steps). Each evaluation trains only the
     fusion layers for `epochs_per_eval` epochs on cached backbone features, starting from the weights shared by
     position and shape (`weight_sharing`). Then the `top_k` found are trained from scratch for `final_epochs`.
+    `finetune_epochs` > 0: the best found architecture is then trained end to end for that many epochs, its
+    backbones unfrozen with learning rate `finetune_backbone_lr` (the fusion layers keep `lr`), into
+    `<run>/best_finetuned` (its backbones' weights saved with it).
     `search_seeds`: one MFAS search and one random search (same number of evaluations, same training) per seed.
     `cache`: "memory" or "memmap" (`cache_dir`, default `<run>/feature_cache`, keyed by the backbones' weights).
     `timing_architectures`: evaluations also timed with the backbones recomputed for every batch (no cache).
@@ -54,6 +57,8 @@ class MFASConfig(Section):
     surrogate: dict[str, Any] = Field(default_factory=dict)
     top_k: int = 3
     final_epochs: int = 20
+    finetune_epochs: int = 0
+    finetune_backbone_lr: float = 1.0e-4
     search_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     random_search: bool = True
     cache: str = "memory"

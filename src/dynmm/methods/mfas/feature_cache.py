@@ -193,8 +193,9 @@ class LiveFeatures:
         data = self.splits[split].inputs
         return self.compute({m: data[m][rows] for m in self.backbones if m in data}, keys)
 
-    def compute(self, inputs: Mapping[str, Tensor], keys: Sequence[str]) -> dict[str, Tensor]:
-        """Standardised features `keys` (e.g. "image.relu2") of a batch of raw inputs."""
+    def compute(self, inputs: Mapping[str, Tensor], keys: Sequence[str], trainable: bool = False) -> dict[str, Tensor]:
+        """Standardised features `keys` (e.g. "image.relu2") of a batch of raw inputs; `trainable` runs the
+        backbones as they are (mode, gradients) instead of frozen."""
         out = {}
         for modality, backbone in self.backbones.items():
             wanted = [k for k in keys if k.split(".", 1)[0] == modality]
@@ -202,7 +203,7 @@ class LiveFeatures:
                 continue
             if modality not in inputs:
                 raise InputError(f"the fused model needs modality {modality!r}; got {sorted(inputs)}")
-            values = backbone.features(inputs[modality])
+            values = backbone.tapped(inputs[modality]) if trainable else backbone.features(inputs[modality])
             by_key = {f"{modality}.{name}": v for name, v in zip(backbone.names, values, strict=True)}
             out.update({k: self.standardizers[k](by_key[k]) for k in wanted})
         return out

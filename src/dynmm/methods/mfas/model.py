@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from dynmm.specs import Inputs
 from dynmm.validation import check_inputs
 
 WEIGHTS, DESCRIPTION = "fusion.safetensors", "architecture.json"
+BACKBONE_WEIGHTS = "backbones.safetensors"
+"""Present only in a fine-tuned found model: its backbones' own weights (they no longer equal their runs')."""
 
 
 class MFASModel(nn.Module):
@@ -53,10 +56,12 @@ class MFASModel(nn.Module):
         self.network = network
         fused = {k.split(".", 1)[0] for k in self.keys}
         self.specs = {b.modality: b.model.specs[b.modality] for b in backbones if b.modality in fused}
+        self.trainable = False
+        """True while fine-tuning: the backbones run in the model's mode and with gradients, not frozen."""
 
     def forward(self, inputs: Inputs) -> Tensor:
         check_inputs(inputs, self.specs, where=type(self).__name__, model=self)
-        return self.network(self._live.compute(inputs, self.keys))
+        return self.network(self._live.compute(inputs, self.keys, trainable=self.trainable))
 
 
 def save_found(
@@ -66,11 +71,20 @@ def save_found(
     architecture_json: list[list[int]],
     width: int,
     extra: dict[str, Any],
+    with_backbones: bool = False,
 ) -> None:
-    """Weights (fusion network + standardisation of the features it reads) first, then the description."""
+    """Weights (fusion network + standardisation of the features it reads; with `with_backbones`, the backbones'
+    own weights too, for a fine-tuned model) first, then the description."""
     tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     for key in model.keys:
         tensors |= {f"standardize.{k}": v.cpu() for k, v in model.standardizers[key].tensors(key).items()}
+    if with_backbones:
+        own = {
+            f"{m}.{k}": v.detach().cpu().contiguous()
+            for m, backbone in model.backbone_models.items()
+            for k, v in backbone.state_dict().items()
+        }
+        atomic_write(folder / BACKBONE_WEIGHTS, lambda tmp: save_file(own, str(tmp)))
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     description = {
         "architecture": architecture_json,
@@ -86,7 +100,8 @@ def save_found(
 
 
 def load_found(folder: Path, backbones: Mapping[str, StaticFusionModel]) -> MFASModel:
-    """Rebuild a saved found model around its (already loaded) backbone models."""
+    """Rebuild a saved found model around its (already loaded) backbone models; a fine-tuned one loads its own
+    backbone weights into copies of them (the given models stay as they are)."""
     desc_path, weights_path = folder / DESCRIPTION, folder / WEIGHTS
     for path in (desc_path, weights_path):
         if not path.is_file():
@@ -107,6 +122,8 @@ def load_found(folder: Path, backbones: Mapping[str, StaticFusionModel]) -> MFAS
     missing = [m for m in space.modalities if m not in backbones]
     if missing:
         raise DataError(f"{folder}: no backbone given for {missing}")
+    if (folder / BACKBONE_WEIGHTS).is_file():
+        backbones = _fine_tuned_backbones(folder / BACKBONE_WEIGHTS, {m: backbones[m] for m in space.modalities})
     try:
         wrapped = [Backbone(backbones[m], names=space.layer_names[m]) for m in space.modalities]
     except ConfigError as err:
@@ -118,3 +135,21 @@ def load_found(folder: Path, backbones: Mapping[str, StaticFusionModel]) -> MFAS
     except (RuntimeError, KeyError) as err:
         raise DataError(f"{weights_path} does not match {desc_path}: {err}") from err
     return MFASModel(wrapped, standardizers, network.eval())
+
+
+def _fine_tuned_backbones(path: Path, backbones: Mapping[str, StaticFusionModel]) -> dict[str, StaticFusionModel]:
+    """Copies of `backbones` holding the fine-tuned weights saved at `path`."""
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as err:
+        raise DataError(f"{path} does not hold fine-tuned backbone weights ({err})") from err
+    tuned = {}
+    for modality, backbone in backbones.items():
+        copy = deepcopy(backbone)
+        state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == modality}
+        try:
+            copy.load_state_dict(state)
+        except RuntimeError as err:
+            raise DataError(f"{path}: the {modality!r} backbone's weights do not fit its run's model: {err}") from err
+        tuned[modality] = copy
+    return tuned

@@ -8,6 +8,7 @@ Layout of a search run directory:
     searches/<kind>_seed<k>/      state.json + step weights (search.py), final.json once its top-k are trained
     timing.json                   wall-clock per evaluated architecture with and without the cache
     best/                         the best found fusion network (fusion.safetensors, architecture.json)
+    best_finetuned/               with mfas.finetune_epochs: that model trained end to end (+ backbones.safetensors)
     mfas.json, report.html        the summary (also written to --output) and its report
 """
 
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from dynmm.config import ModelConfig, RunConfig, deep_merge, dump_config, from_dict, section_of, to_dict
 from dynmm.cost import measure_madds
+from dynmm.data.datamodule import MultimodalDataModule
 from dynmm.engine.export import exported_model_type
 from dynmm.engine.run_folder import CONFIG_FILE, run_directory, saved_config_changes
 from dynmm.engine.stages import data_module, stage_data
@@ -34,7 +36,8 @@ from dynmm.methods.mfas.backbones import TAP_KINDS, Backbone
 from dynmm.methods.mfas.config import MFASConfig
 from dynmm.methods.mfas.evaluate_architecture import FusionTraining, WeightStore, train_architecture
 from dynmm.methods.mfas.feature_cache import FeatureCache, LiveFeatures, cache_key
-from dynmm.methods.mfas.model import MFASModel, save_found
+from dynmm.methods.mfas.finetune import finetune_found
+from dynmm.methods.mfas.model import DESCRIPTION, MFASModel, save_found
 from dynmm.methods.mfas.search import SearchSettings, SearchState, evaluation_seed, run_mfas, run_random
 from dynmm.methods.mfas.space import ACTIVATIONS, Architecture, FusionNetwork, SearchSpace, from_json
 from dynmm.methods.mfas.surrogate import SurrogateSettings
@@ -93,6 +96,11 @@ def check_mfas_config(config: RunConfig) -> None:
         raise ConfigError("mfas.layers, width, samples_per_step and iterations must be >= 1")
     if mfas.epochs_per_eval < 1 or mfas.final_epochs < 1 or mfas.top_k < 1:
         raise ConfigError("mfas.epochs_per_eval, final_epochs and top_k must be >= 1")
+    if mfas.finetune_epochs < 0 or not mfas.finetune_backbone_lr > 0:
+        raise ConfigError(
+            f"mfas.finetune_epochs must be >= 0 and finetune_backbone_lr > 0, got {mfas.finetune_epochs}, "
+            f"{mfas.finetune_backbone_lr}"
+        )
     unknown = [a for a in mfas.activations if a not in ACTIVATIONS]
     if unknown or not mfas.activations:
         raise ConfigError(f"mfas.activations: unknown {unknown}; choose from {sorted(ACTIVATIONS)}")
@@ -417,14 +425,11 @@ def run_mfas_search(config: RunConfig, output: Path | None = None, progress: Pro
         "layers": len(best_run["final"]["best"]["architecture"]),
     }
     extra = {"name": best["name"], "valid": best["valid"], "test": best["test"], "madds": best["madds"]}
-    _save_best(
-        run_dir,
-        search,
-        backbones,
-        best_run,
-        best,
-        extra | {"backbones": {m: b["run"] for m, b in backbone_summary.items()}},
-    )
+    extra |= {"backbones": {m: b["run"] for m, b in backbone_summary.items()}}
+    found = _save_best(run_dir, search, backbones, best_run, best, extra)
+    if mfas.finetune_epochs > 0:
+        progress(f"fine-tuning the best found architecture with its backbones for {mfas.finetune_epochs} epochs")
+        best["finetuned"] = _finetuned(run_dir, found, data, search, mfas, config.seed, extra)
 
     summary = {
         "method": "mfas",
@@ -465,7 +470,7 @@ def _save_best(
     best_run: dict[str, Any],
     best: dict[str, Any],
     extra: dict[str, Any],
-) -> None:
+) -> MFASModel:
     """best/: the best found fusion network with the standardisation it reads, loadable with `load_found`."""
     weights = run_dir / "searches" / f"mfas_seed{best_run['seed']}" / "final_best.safetensors"
     network = FusionNetwork(
@@ -474,3 +479,35 @@ def _save_best(
     network.load_state_dict(load_file(str(weights)))
     model = MFASModel(backbones, search.cache.standardizers, network.eval())
     save_found(run_dir / "best", model, search.space, best["architecture"], search.training.width, extra)
+    return model
+
+
+def _finetuned(
+    run_dir: Path,
+    found: MFASModel,
+    data: MultimodalDataModule,
+    search: _Search,
+    mfas: MFASConfig,
+    seed: int,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """best_finetuned/: the best found model trained end to end with its backbones unfrozen (a finished one is
+    read back, not retrained), and its metrics."""
+    folder = run_dir / "best_finetuned"
+    if (folder / DESCRIPTION).is_file():
+        return dict(read_json(folder / DESCRIPTION, "a finished part of the search")["finetuned"])
+    tuned, result = finetune_found(
+        found,
+        data,
+        search.task,
+        mfas.finetune_epochs,
+        mfas.lr,
+        mfas.finetune_backbone_lr,
+        mfas.weight_decay,
+        search.training.device,
+        seed,
+    )
+    architecture = read_json(run_dir / "best" / DESCRIPTION, "the saved best architecture")["architecture"]
+    width = search.training.width
+    save_found(folder, tuned, search.space, architecture, width, extra | {"finetuned": result}, with_backbones=True)
+    return result
