@@ -3,6 +3,7 @@ stems fused whenever the depth stem runs; the same dispatch, costs and skipping 
 
 import pytest
 import torch
+from tests.methods.fusion_level.test_model import assert_dispatch_equals_masked
 
 from dynmm.cost import count_madds
 from dynmm.errors import ConfigError
@@ -56,12 +57,7 @@ def test_dispatch_equals_masked_and_counted_madds_follow_the_routing(stem_op):
     x = batch(12)
     model.forced_choice = model.random_choice(12, torch.Generator().manual_seed(3))
     assert len(model.aux_stages_needed(model.forced_choice).unique()) > 2
-    with torch.no_grad():
-        model.set_mode("dispatch")
-        fast = model(x)
-        model.set_mode("masked")
-        reference = model(x)
-    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
+    assert_dispatch_equals_masked(model, x)
     model.set_mode("dispatch")
     for forced in (model.forced_choice, None):  # stage I's paths (no gate), then the gate's own choice
         model.forced_choice = forced

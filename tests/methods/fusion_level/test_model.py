@@ -35,6 +35,11 @@ def test_dispatch_equals_masked(forced):
     x = batch(12)
     if forced:
         model.forced_choice = random_choice(12, model)
+    assert_dispatch_equals_masked(model, x)
+
+
+def assert_dispatch_equals_masked(model, x):
+    """Dispatch (only the chosen ops and depth stages run) gives masked's outputs (everything runs)."""
     with torch.no_grad():
         model.set_mode("dispatch")
         fast = model(x)
