@@ -96,6 +96,8 @@ def test_beta_trades_levels_for_cost_and_bad_settings_are_named():
     assert model.aux_stages_needed(model.last_choice).sum() == 0 <= free
     with pytest.raises(ConfigError, match=r"ops must be \[identity, a fusing op\]"):
         FusionLevelDynMM("tiny", 5, SIZE, ("identity", "add", "se_add"), routing="levels")
+    with pytest.raises(ConfigError, match=r"ops must be \[identity, a fusing op\]"):
+        FusionLevelDynMM("tiny", 5, SIZE, ("identity", "se_ad"), routing="levels")
     with pytest.raises(ConfigError, match="routing must be"):
         FusionLevelDynMM("tiny", 5, SIZE, OPS, routing="paths")
     with pytest.raises(ConfigError, match="stem_op must be a fusing op"):

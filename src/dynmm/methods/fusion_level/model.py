@@ -399,7 +399,8 @@ def check_routing(routing: str, ops: list[str], stem_op: str | None) -> None:
     """Refuse a routing the ops cannot express and a stem op that fuses nothing, naming the key."""
     if routing not in ("cells", "levels"):
         raise ConfigError(f"fusion_level.routing must be 'cells' or 'levels', got {routing!r}")
-    if routing == "levels" and (len(ops) != 2 or ops[0] != "identity" or not CELL_OPS[ops[1]].needs_depth):
+    fusing_second = len(ops) == 2 and ops[1] in CELL_OPS and CELL_OPS[ops[1]].needs_depth
+    if routing == "levels" and not (fusing_second and ops[0] == "identity"):
         raise ConfigError(
             f"fusion_level.routing 'levels' picks how many cells fuse, so the ops must be [identity, a fusing op] "
             f"(e.g. [identity, se_add]), got {ops}"
