@@ -22,6 +22,11 @@ from dynmm.nn.static_model import StaticFusionModel
 TAP_KINDS = ("relu", "embedding", "output")
 
 
+def tap_kind(name: str) -> str:
+    """The kind of a candidate layer's name: "relu3" -> "relu"."""
+    return name.rstrip("0123456789")
+
+
 @dataclass(frozen=True)
 class Tap:
     """A candidate layer: its name and the module whose output it is."""
@@ -50,12 +55,9 @@ class Backbone:
         kinds: which candidate layers the search may read: "relu" (every ReLU of the encoder, in order),
             "embedding" (the encoder's output) and "output" (the model's). The MFAS paper's AV-MNIST space is
             the ReLU blocks alone.
-        names: exactly these candidate layers, by name (a saved search's, when it is loaded back).
     """
 
-    def __init__(
-        self, model: StaticFusionModel, kinds: Sequence[str] = TAP_KINDS, names: Sequence[str] | None = None
-    ) -> None:
+    def __init__(self, model: StaticFusionModel, kinds: Sequence[str] = TAP_KINDS) -> None:
         if len(model.modalities) != 1:
             raise ConfigError(f"an MFAS backbone is a one-modality model, got one over {model.modalities}")
         self.modality = model.modalities[0]
@@ -69,17 +71,9 @@ class Backbone:
         unknown = sorted(set(kinds) - set(TAP_KINDS))
         if unknown:
             raise ConfigError(f"candidate layer kinds {unknown} unknown; choose from {list(TAP_KINDS)}")
-        if names is None:
-            taps = [t for t in every if t.name.rstrip("0123456789") in kinds]
-        else:
-            by_name = {t.name: t for t in every}
-            missing = [n for n in names if n not in by_name]
-            if missing:
-                raise ConfigError(f"the {self.modality!r} backbone has no candidate layer {missing}")
-            taps = [by_name[n] for n in names]
-        if not taps:
+        self.taps = [t for t in every if tap_kind(t.name) in kinds]
+        if not self.taps:
             raise ConfigError(f"the {self.modality!r} backbone has no candidate layer of kinds {list(kinds)}")
-        self.taps = taps
 
     @property
     def names(self) -> tuple[str, ...]:

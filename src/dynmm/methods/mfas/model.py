@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, DataError
 from dynmm.io import atomic_write, atomic_write_json
-from dynmm.methods.mfas.backbones import Backbone
+from dynmm.methods.mfas.backbones import Backbone, tap_kind
 from dynmm.methods.mfas.feature_cache import LiveFeatures, Standardizer
 from dynmm.methods.mfas.space import FusionNetwork, SearchSpace, from_json
 from dynmm.nn.static_model import StaticFusionModel
@@ -124,10 +124,16 @@ def load_found(folder: Path, backbones: Mapping[str, StaticFusionModel]) -> MFAS
         raise DataError(f"{folder}: no backbone given for {missing}")
     if (folder / BACKBONE_WEIGHTS).is_file():
         backbones = _fine_tuned_backbones(folder / BACKBONE_WEIGHTS, {m: backbones[m] for m in space.modalities})
-    try:
-        wrapped = [Backbone(backbones[m], names=space.layer_names[m]) for m in space.modalities]
-    except ConfigError as err:
-        raise DataError(f"{folder}: a backbone does not match the saved search ({err})") from err
+    wrapped = []
+    for m in space.modalities:
+        saved = space.layer_names[m]
+        try:
+            backbone = Backbone(backbones[m], sorted({tap_kind(name) for name in saved}))
+        except ConfigError as err:
+            raise DataError(f"{folder}: the {m!r} backbone does not match the saved search ({err})") from err
+        if backbone.names != saved:
+            raise DataError(f"{folder}: the {m!r} backbone's layers {backbone.names} differ from the saved {saved}")
+        wrapped.append(backbone)
     state = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
     try:
         network.load_state_dict(state)
