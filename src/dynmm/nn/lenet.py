@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from dynmm.errors import InputError
+from dynmm.nn.image_backbone import check_image_batch, pooled_embedding
 
 
 class LeNetEncoder(nn.Module):
@@ -42,15 +43,13 @@ class LeNetEncoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.in_channels = in_channels
         self.width = width
-        self.out_dim = width if out_dim is None else out_dim
-        self.proj: nn.Module = nn.Identity() if self.out_dim == width else nn.Linear(width, self.out_dim)
+        self.out_dim, self.proj = pooled_embedding(width, out_dim)
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.Linear):
                 nn.init.kaiming_uniform_(m.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise InputError(f"LeNetEncoder expects (batch, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
+        check_image_batch(x, self.in_channels, "LeNetEncoder")
         minimum = 2 ** (len(self.blocks) - 1)
         if min(x.shape[2:]) < minimum:
             raise InputError(

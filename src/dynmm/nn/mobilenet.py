@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from dynmm.errors import ConfigError, InputError
+from dynmm.errors import ConfigError
+from dynmm.nn.image_backbone import check_image_batch, pooled_embedding
 
 
 def _conv_bn_relu6(
@@ -113,8 +114,7 @@ class LightCNN(nn.Module):
         _init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise InputError(f"LightCNN expects (batch, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
+        check_image_batch(x, self.in_channels, "LightCNN")
         return self.pool(self.features(x)).flatten(1)
 
 
@@ -163,11 +163,9 @@ class MobileNetV2(nn.Module):
         layers += _conv_bn_relu6(channels, last, 1)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_dim = last if out_dim is None else out_dim
-        self.proj: nn.Module = nn.Identity() if self.out_dim == last else nn.Linear(last, self.out_dim)
+        self.out_dim, self.proj = pooled_embedding(last, out_dim)
         _init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise InputError(f"MobileNetV2 expects (batch, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
+        check_image_batch(x, self.in_channels, "MobileNetV2")
         return self.proj(self.pool(self.features(x)).flatten(1))

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from torch import Tensor, nn
 
 from dynmm.errors import ConfigError, InputError
+from dynmm.nn.image_backbone import pooled_embedding
 
 BlockKind = Literal["basic", "bottleneck"]
 
@@ -255,9 +256,7 @@ class PooledResNet(nn.Module):
     def __init__(self, in_channels: int, layout: ResNetLayout | str = "resnet50", out_dim: int | None = None) -> None:
         super().__init__()
         self.resnet = ResNetEncoder(in_channels, layout)
-        width = self.resnet.stage_channels[-1]
-        self.out_dim = width if out_dim is None else out_dim
-        self.proj: nn.Module = nn.Identity() if self.out_dim == width else nn.Linear(width, self.out_dim)
+        self.out_dim, self.proj = pooled_embedding(self.resnet.stage_channels[-1], out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.resnet(x)[-1].mean(dim=(2, 3)))
