@@ -79,14 +79,13 @@ def _mfas(config: RunConfig, specs: dict[str, ModalitySpec], task: TaskSpec) -> 
     """Each frozen unimodal backbone, whole (the search reads its blocks; the deepest block read bounds the cost)."""
     import torch
 
-    from dynmm.config import ModelConfig, deep_merge, from_dict, to_dict
     from dynmm.cost import measure_madds
+    from dynmm.methods.mfas.recipe import backbone_model_config
     from dynmm.nn.static_model import build_static_model
 
     parts = {}
     for modality in section_of(config, "mfas", MFASConfig).modalities or sorted(specs):
-        raw = deep_merge(to_dict(config.model), {"fusion": "unimodal", "modalities": [modality]})
-        model = build_static_model(from_dict(ModelConfig, raw, "model"), specs, task)
+        model = build_static_model(backbone_model_config(config, modality), specs, task)
         one = {modality: torch.zeros(1, *specs[modality].shape)}
         parts[f"backbone {modality}"] = float(measure_madds(model, one).total)
     return parts

@@ -142,18 +142,23 @@ def _prepare(config: RunConfig) -> Path:
     return run_dir
 
 
+def backbone_model_config(config: RunConfig, modality: str) -> ModelConfig:
+    """The static model a backbone is: the run's `model` over `modality` alone (`fusion: unimodal`)."""
+    raw = deep_merge(to_dict(config.model), {"fusion": "unimodal", "modalities": [modality]})
+    return from_dict(ModelConfig, raw, "model")
+
+
 def _backbone(
     config: RunConfig, modality: str, run_dir: Path, device: torch.device
 ) -> tuple[Backbone, Path, dict[str, Any]]:
     """The modality's backbone: the run `mfas.backbone_runs` names, or a static unimodal run trained here."""
     given = mfas_section(config).backbone_runs.get(modality)
     if given is None:
-        raw = deep_merge(to_dict(config.model), {"fusion": "unimodal", "modalities": [modality]})
         backbone_config = config.model_copy(
             update={
                 "name": modality,
                 "output_dir": str(run_dir / "backbones"),
-                "model": from_dict(ModelConfig, raw, "model"),
+                "model": backbone_model_config(config, modality),
                 "mfas": None,
             }
         )
