@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from dynmm.data.mmimdb import SCALE_ROWS
+from dynmm.engine.devices import torch_device
 from dynmm.errors import ConfigError
 from dynmm.methods.paper_costs import SETUPS
 from dynmm.methods.paper_size_data import GENERATORS, Generated, generate
@@ -180,8 +181,7 @@ def paper_size(
         raise ConfigError(f"--max-steps must be >= 1, got {max_steps} {by_setup or ''}".strip())
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: torch sees no CUDA device here")
+    torch_device(device, "--device")
     workdir.mkdir(parents=True, exist_ok=True)
     results = [_setup_result(name, workdir, by_setup.get(name, max_steps), device, rows_fraction) for name in chosen]
     return {

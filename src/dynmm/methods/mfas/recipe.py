@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from dynmm.config import ModelConfig, RunConfig, deep_merge, dump_config, from_dict, section_of, to_dict
 from dynmm.cost import measure_madds
 from dynmm.data.datamodule import MultimodalDataModule
+from dynmm.engine.devices import torch_device
 from dynmm.engine.export import exported_model_type
 from dynmm.engine.run_folder import CONFIG_FILE, run_directory, saved_config_changes
 from dynmm.engine.stages import data_module, stage_data
@@ -78,12 +79,7 @@ def search_device(name: str) -> torch.device:
     """`mfas.device` as a torch device; "auto" takes CUDA when there is one."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"mfas.device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"mfas.device is {name!r} but this machine has no CUDA device; use auto or cpu")
+    device = torch_device(name, "mfas.device")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"mfas.device {name!r}: only cpu and cuda are supported")
     return device

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from dynmm.cost import count_madds
+from dynmm.engine.devices import torch_device
 from dynmm.engine.timing import (
     device_of,
     environment,
@@ -237,13 +238,7 @@ def run_trained_benchmark(
 
 def resolve_device(name: str) -> torch.device:
     """A torch device the benchmark can use; a clear error where it is not there (e.g. cuda without a GPU)."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"--device {name!r} is not a torch device ({err})") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r}: this torch sees no CUDA GPU (torch {torch.__version__})")
-    return device
+    return torch_device(name, "--device")
 
 
 def parse_modes(text: str) -> list[Mode]:
